@@ -1,0 +1,47 @@
+"""edgelstm: run trained LSTM/GRU models on edge devices with numpy and numba.
+
+    import edgelstm
+    edgelstm.convert("model.keras", "model.elstm")   # on the workstation (needs the `keras` extra)
+    model = edgelstm.load("model.elstm")             # on the device: numpy + numba only
+    y = model.predict(x)
+    stream = model.stream(batch=1); y_t = stream.step(x_t)
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import artifact
+from .errors import BackendError, EdgeLSTMError, FormatError, InputError, ShapeError, UnsupportedError
+from .ir import Graph, Layer
+from .runtime import Model, Stream
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "convert", "import_model", "Model", "Stream", "Graph", "Layer", "EdgeLSTMError",
+           "FormatError", "UnsupportedError", "ShapeError", "InputError", "BackendError", "__version__"]
+
+
+def import_model(source: str | os.PathLike) -> Graph:
+    """Read a model file of any supported kind (.elstm, .keras, .h5) into the IR."""
+    from .importers import import_file
+
+    return import_file(source)
+
+
+def convert(source: str | os.PathLike, destination: str | os.PathLike) -> Graph:
+    """Convert a Keras (.keras, .h5) model to an ``.elstm`` file, written atomically."""
+    graph = import_model(source)
+    graph.metadata.setdefault("edgelstm_version", __version__)
+    artifact.write(graph, destination)
+    return graph
+
+
+def load(source: str | os.PathLike | bytes, backend: str = "auto") -> Model:
+    """Load a model for inference: an ``.elstm`` file (a path or the file's bytes), or any file
+    `import_model` reads.
+
+    `backend` is ``auto`` (the fastest available), ``cpu`` (numba) or ``reference`` (plain numpy).
+    """
+    graph = artifact.read(source) if isinstance(source, (bytes, bytearray, memoryview)) else import_model(source)
+    return Model(graph, backend=backend)

@@ -1,0 +1,135 @@
+"""The ``edgelstm`` command: thin click commands over the library.
+
+Exit codes: 0 success, 1 error (one ``Error: ...`` line on stderr, no traceback unless
+``--debug``), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__, artifact, convert as convert_model, import_model, load
+from .errors import EdgeLSTMError, FormatError
+from .runtime import BACKEND_CHOICES
+
+
+class _Group(click.Group):
+    """Turns every error into one line and exit code 1; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            if isinstance(exc, EdgeLSTMError):
+                message = str(exc)
+            elif isinstance(exc, MemoryError):
+                message = "out of memory; try a smaller --batch-size"
+            else:
+                message = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it"
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgelstm")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def main(ctx, debug):
+    """Convert trained LSTM/GRU models to .elstm files and run them with numpy and numba."""
+    ctx.obj = {"debug": debug}
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the .elstm file (default: SOURCE with the .elstm suffix).")
+def convert(source, output):
+    """Convert a Keras model (.keras, .h5) to an .elstm file."""
+    output = Path(output or Path(source).with_suffix(artifact.SUFFIX))
+    graph = convert_model(source, output)
+    params = sum(layer.param_count() for layer in graph.layers)
+    click.echo(f"Converted {source} -> {output}: {len(graph.layers) - 1} layers, {params:,} parameters, "
+               f"{_human(output.stat().st_size)}")
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(["batch"] + ["?" if d is None else str(d) for d in shape]) + ")"
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def inspect(model, as_json):
+    """Describe a model: layers, shapes, parameters, bytes and dtypes."""
+    graph = import_model(model)
+    rows = [{"name": l.name, "kind": l.kind, "inputs": l.inputs, "output_shape": list(l.shape),
+             "params": l.param_count(), "bytes": l.nbytes(),
+             "dtypes": sorted({str(w.dtype) for w in l.weights.values()}), "attrs": l.attrs}
+            for l in graph.layers]
+    info = {"file": str(model), "file_bytes": Path(model).stat().st_size, "metadata": graph.metadata,
+            "input": {"shape": list(graph.input.shape), "dtype": graph.input.attrs["dtype"]},
+            "output": graph.output, "layers": rows,
+            "params": sum(r["params"] for r in rows), "weight_bytes": sum(r["bytes"] for r in rows)}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{model}: {_human(info['file_bytes'])}, {info['params']:,} parameters "
+               f"({_human(info['weight_bytes'])} of weights)")
+    if graph.metadata:
+        click.echo("  " + ", ".join(f"{k}: {v}" for k, v in sorted(graph.metadata.items())))
+    table = [("layer", "kind", "output shape", "params", "bytes", "dtypes")]
+    table += [(r["name"], r["kind"], _shape_text(l.shape), f"{r['params']:,}", f"{r['bytes']:,}",
+               ",".join(r["dtypes"]) or "-") for r, l in zip(rows, graph.layers)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                                    for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+
+
+def _load_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise FormatError(f"cannot read {path} as a .npy array: {exc}") from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Input sequences as a .npy array [batch, time, features] (or [batch, time] token ids).")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False),
+              help="Write the outputs to this .npy file (default: print them).")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="Kernels to run with.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Run at most this many sequences at once.")
+def run(model, input_path, output_path, backend, batch_size):
+    """Run a model on the sequences of a .npy file."""
+    m = load(model, backend=backend)
+    y = m.predict(_load_npy(input_path), batch_size=batch_size)
+    if output_path:
+        artifact.atomic_write(output_path, lambda f: np.save(f, y))
+        click.echo(f"Wrote {output_path}: shape {y.shape}, dtype {y.dtype}", err=True)
+    else:
+        with np.printoptions(threshold=sys.maxsize if y.size <= 1000 else 1000, precision=6, suppress=True):
+            click.echo(np.array2string(y))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Importers: each reads one foreign format into the IR. They alone know foreign layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import artifact
+from ..errors import FormatError
+from ..ir import Graph
+
+_ZIP = b"PK\x03\x04"
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+SUPPORTED = ".elstm (edgelstm), .keras (Keras 3), .h5 (Keras 2 or 3 legacy HDF5)"
+
+
+def import_file(source: str | os.PathLike) -> Graph:
+    """Read `source` into the IR, choosing the importer by the file's content and name."""
+    path = Path(source)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.suffix == artifact.SUFFIX:
+        return artifact.read(path)
+    if magic.startswith(_ZIP) or magic == _HDF5:
+        from . import keras
+
+        return keras.import_keras(path)
+    raise FormatError(f"{path} is not a model file edgelstm reads; supported: {SUPPORTED}")

@@ -1,0 +1,558 @@
+"""Keras importer: Keras 3 ``.keras`` archives and legacy HDF5 ``.h5`` files (Keras 2 or 3).
+
+Reads the model's JSON config and its weights with h5py, never by running Keras code: a Lambda
+or custom layer is refused, not executed. Each supported Keras layer class has a converter that
+emits IR layers with weights in the canonical layout (see `edgelstm.ir`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedError
+from ..ir import GATES, Graph, Layer, validate
+
+MAX_CONFIG_BYTES = 64 << 20
+MAX_WEIGHTS_BYTES = 4 << 30
+MAX_COMPRESSION_RATIO = 200  # a zip member inflating more than this is treated as a zip bomb
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise UnsupportedError("reading Keras files needs h5py: pip install 'edgelstm[keras]'") from None
+    return h5py
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the files: a config dict and, per top-level layer, its weights in Keras's order
+
+class _Keras3Weights:
+    """Weights of a Keras 3 ``model.weights.h5``: ``layers/<name>/.../vars/<i>``."""
+
+    _CHILD_ORDER = ("cell", "forward_layer", "backward_layer", "layer")
+
+    def __init__(self, h5):
+        self.h5 = h5
+
+    def _collect(self, group) -> list[np.ndarray]:
+        arrays = []
+        if "vars" in group:
+            arrays += [np.asarray(group["vars"][k]) for k in sorted(group["vars"], key=int)]
+        children = [k for k in self._CHILD_ORDER if k in group] + sorted(
+            k for k in group if k not in self._CHILD_ORDER and k != "vars")
+        for child in children:
+            arrays += self._collect(group[child])
+        return arrays
+
+    def __call__(self, layer: "_KerasLayer") -> list[np.ndarray]:
+        group = self.h5.get("layers/" + layer.store_key)
+        return [] if group is None else self._collect(group)
+
+
+class _LegacyWeights:
+    """Weights of a legacy HDF5 file: group per layer, ordered by its ``weight_names`` attribute."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def __call__(self, layer: "_KerasLayer") -> list[np.ndarray]:
+        if layer.name not in self.root:
+            return []
+        group = self.root[layer.name]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+        return [np.asarray(group[n]) for n in names]
+
+
+def _read_keras_archive(path: Path):
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{path} is not a readable .keras archive ({exc})") from None
+    with archive:
+        members = {info.filename: info for info in archive.infolist()}
+        for needed in ("config.json", "model.weights.h5"):
+            if needed not in members:
+                raise FormatError(f"{path} is not a Keras 3 model archive: it lacks {needed}")
+        for name, limit in (("config.json", MAX_CONFIG_BYTES), ("model.weights.h5", MAX_WEIGHTS_BYTES)):
+            info = members[name]
+            if info.file_size > limit or info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1024):
+                raise FormatError(f"{path}: member {name} would inflate to {info.file_size} bytes "
+                                  "(too large or a zip bomb); refused")
+        try:
+            config = json.loads(archive.read("config.json"))
+            weights = archive.read("model.weights.h5")
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise FormatError(f"{path} is a corrupt .keras archive ({exc})") from None
+    try:
+        h5 = _h5py().File(io.BytesIO(weights), "r")
+    except OSError as exc:
+        raise FormatError(f"{path}: its model.weights.h5 is not readable HDF5 ({exc})") from None
+    return config, _Keras3Weights(h5), "keras3"
+
+
+def _read_legacy_h5(path: Path):
+    try:
+        h5 = _h5py().File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"{path} is not a readable HDF5 file ({exc})") from None
+    raw = h5.attrs.get("model_config")
+    if raw is None:
+        raise FormatError(f"{path} holds weights only (no model_config); save the whole model with model.save()")
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError:
+        raise FormatError(f"{path}: its model_config is not JSON") from None
+    version = h5.attrs.get("keras_version", b"2")
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    root = h5["model_weights"] if "model_weights" in h5 else h5
+    return config, _LegacyWeights(root), "keras2" if version.startswith("2") else "keras3"
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's layers and wiring
+
+@dataclass
+class _KerasLayer:
+    position: int
+    class_name: str
+    config: dict
+    inbound: list[str]
+    store_key: str = ""  # Keras 3 stores weights under the snake-cased class name, numbered in order
+    mask_inbound: tuple[str, ...] = ()  # Keras 3 functional: the layers an explicit ``mask=`` comes from
+    constants: tuple = ()  # non-tensor call arguments, such as the 0 of ``NotEqual(ids, 0)``
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", f"layer_{self.position}")
+
+    def where(self) -> str:
+        return f"layer {self.position} '{self.name}' ({self.class_name})"
+
+
+def _history_names(node: Any) -> list[str]:
+    """Keras layer names a functional node reads, in either config dialect."""
+    if isinstance(node, dict) and node.get("class_name") == "__keras_tensor__":
+        return [node["config"]["keras_history"][0]]
+    if isinstance(node, dict):
+        return [n for arg in node.get("args", []) for n in _history_names(arg)]
+    if isinstance(node, list) and node and isinstance(node[0], str):
+        return [node[0]]  # Keras 2: [name, node_index, tensor_index, kwargs]
+    if isinstance(node, list):
+        return [n for item in node for n in _history_names(item)]
+    return []
+
+
+def _live_layers(layers: list[_KerasLayer], output: str) -> list[_KerasLayer]:
+    """The layers the output depends on, after checking every explicit ``mask=`` argument.
+
+    Keras 3 functional configs record the masks that Embedding(mask_zero) and Masking produce as
+    explicit ops (``NotEqual``, then ``Any`` for Masking) passed as ``mask=``. The runtime derives
+    the same masks itself, so those ops are dropped once checked to be exactly these masks.
+    """
+    by_name = {layer.name: layer for layer in layers}
+    live, todo = set(), [output]
+    while todo:
+        name = todo.pop()
+        if name not in live and name in by_name:
+            live.add(name)
+            todo += by_name[name].inbound
+    producers = {(tuple(l.inbound), 0.0) for l in layers if l.name in live and l.class_name == "Embedding"
+                 and l.config.get("mask_zero")}
+    producers |= {(tuple(l.inbound), float(l.config.get("mask_value", 0.0)))
+                  for l in layers if l.name in live and l.class_name == "Masking"}
+    for layer in layers:
+        for name in layer.mask_inbound if layer.name in live else ():
+            op = by_name.get(name)
+            if op is not None and op.class_name == "Any":
+                op = by_name.get(op.inbound[0]) if op.inbound else None
+            if (op is None or op.class_name != "NotEqual" or len(op.constants) != 1
+                    or (tuple(op.inbound), float(op.constants[0])) not in producers):
+                raise UnsupportedError(f"{layer.where()} is called with an explicit mask that is not the one an "
+                                       "Embedding(mask_zero=True) or Masking layer produces; custom masks "
+                                       "are not supported")
+    return [layer for layer in layers if layer.name in live]
+
+
+def _endpoint_names(spec: Any, what: str) -> list[str]:
+    if isinstance(spec, list) and spec and isinstance(spec[0], str):
+        spec = [spec]
+    names = [s[0] for s in spec or []]
+    if len(names) != 1:
+        raise UnsupportedError(f"the model has {len(names)} {what}s; edgelstm converts models with exactly one")
+    return names
+
+
+def _snake_case(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _number_store_keys(specs: list[dict], layers: list[_KerasLayer]) -> None:
+    """Keras 3's weight-file key of each layer: its class in snake case, then _1, _2... for repeats.
+    Ops recorded in functional configs (``NotEqual`` and the like) are not layers and hold no key."""
+    used: dict[str, int] = {}
+    for spec, layer in zip(specs, layers):
+        if ".ops" in str(spec.get("module", "")):
+            continue
+        key = _snake_case(layer.class_name)
+        layer.store_key = key if key not in used else f"{key}_{used[key]}"
+        used[key] = used.get(key, 0) + 1
+
+
+def _model_layers(model_config: dict) -> tuple[list[_KerasLayer], str]:
+    """The layers in order with the names they read, and the output layer's name."""
+    class_name = model_config.get("class_name")
+    config = model_config.get("config", {})
+    if class_name == "Sequential":
+        specs = config["layers"] if isinstance(config, dict) else config
+        layers, previous = [], []
+        for position, spec in enumerate(specs):
+            layer = _KerasLayer(position, spec["class_name"], spec.get("config", {}), previous)
+            if position == 0 and layer.class_name != "InputLayer":
+                shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
+                if shape is None:
+                    raise UnsupportedError("the Sequential model has no input shape; build it with keras.Input(...)")
+                layers.append(_KerasLayer(-1, "InputLayer", {"name": "input", "batch_shape": shape,
+                                                             "dtype": layer.config.get("dtype")}, []))
+                layer.inbound = ["input"]
+            layers.append(layer)
+            previous = [layer.name]
+        _number_store_keys(specs, layers[-len(specs):])
+        return layers, layers[-1].name
+    if class_name in ("Functional", "Model"):
+        layers = []
+        for position, spec in enumerate(config["layers"]):
+            nodes = spec.get("inbound_nodes", [])
+            if len(nodes) > 1:
+                raise UnsupportedError(f"layer {position} '{spec.get('name')}' is called more than once; "
+                                       "shared layers are not supported")
+            node = nodes[0] if nodes else []
+            layer = _KerasLayer(position, spec["class_name"], spec.get("config", {}), _history_names(node))
+            if isinstance(node, dict):
+                layer.mask_inbound = tuple(_history_names(node.get("kwargs", {}).get("mask")))
+                layer.constants = tuple(a for a in node.get("args", []) if isinstance(a, (int, float)))
+            layers.append(layer)
+        _number_store_keys(config["layers"], layers)
+        _endpoint_names(config.get("input_layers"), "input")
+        (output,) = _endpoint_names(config.get("output_layers"), "output")
+        return _live_layers(layers, output), output
+    raise UnsupportedError(f"model class '{class_name}' is not supported; supported: Sequential, Functional")
+
+
+# ---------------------------------------------------------------------------------------------
+# Converters: one per Keras class; each returns IR layers (the last is this layer's output)
+
+class _Context:
+    def __init__(self, dialect: str, weights: Callable[["_KerasLayer"], list[np.ndarray]]):
+        self.dialect = dialect
+        self.weights = weights
+
+    def activation(self, value: Any, where: str) -> str:
+        """The IR name of a Keras activation in this file's dialect."""
+        if value is None:
+            return "linear"
+        if not isinstance(value, str) or value not in _KERAS_ACTIVATIONS:
+            raise UnsupportedError(f"{where}: activation {value!r} is not supported; supported: "
+                                   f"{', '.join(sorted(_KERAS_ACTIVATIONS))}")
+        if value == "hard_sigmoid" and self.dialect == "keras2":
+            return "hard_sigmoid_legacy"  # Keras 2: clip(0.2x + 0.5); Keras 3: clip(x/6 + 0.5)
+        return "swish" if value == "silu" else value
+
+
+_KERAS_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "swish", "silu",
+                      "softplus", "hard_sigmoid"}
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _take(weights: list[np.ndarray], count: int, where: str) -> list[np.ndarray]:
+    if len(weights) != count:
+        raise FormatError(f"{where}: expected {count} weight arrays in the file, found {len(weights)}")
+    return [_f32(w) for w in weights]
+
+
+def _refuse_options(cfg: dict, where: str, **allowed) -> None:
+    for key, ok in allowed.items():
+        if key in cfg and cfg[key] not in ok:
+            raise UnsupportedError(f"{where}: option {key}={cfg[key]!r} is not supported (supported: {ok})")
+
+
+def _recurrent(kind: str, cfg: dict, weights: list[np.ndarray], name: str, source: str, ctx: _Context,
+               where: str, zero_output_for_mask: bool | None = None) -> Layer:
+    _refuse_options(cfg, where, return_state=(False,), time_major=(False,))
+    units = int(cfg["units"])
+    use_bias = cfg.get("use_bias", True)
+    w = _take(weights, 3 if use_bias else 2, where)
+    gates = GATES[kind]
+    bias = w[2] if use_bias else np.zeros(gates * units, np.float32)
+    attrs = {
+        "units": units,
+        "return_sequences": bool(cfg.get("return_sequences", False)),
+        "go_backwards": bool(cfg.get("go_backwards", False)),
+        "stateful": bool(cfg.get("stateful", False)),
+        "zero_output_for_mask": bool(cfg.get("zero_output_for_mask", False)
+                                     if zero_output_for_mask is None else zero_output_for_mask),
+        "activation": ctx.activation(cfg.get("activation", "tanh"), where),
+    }
+    tensors = {"kernel": w[0], "recurrent_kernel": w[1]}
+    if kind != "rnn":
+        attrs["recurrent_activation"] = ctx.activation(cfg.get("recurrent_activation", "sigmoid"), where)
+    if kind == "gru":
+        attrs["reset_after"] = bool(cfg.get("reset_after", True))
+        if bias.ndim == 2:  # reset_after: [input bias, recurrent bias]
+            tensors["bias"], tensors["recurrent_bias"] = _f32(bias[0]), _f32(bias[1])
+        else:
+            tensors["bias"], tensors["recurrent_bias"] = bias, np.zeros_like(bias)
+    else:
+        tensors["bias"] = bias
+    return Layer(name, kind, [source], attrs, tensors)
+
+
+_RECURRENT_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
+
+
+def _convert_recurrent(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    kind = _RECURRENT_CLASSES[layer.class_name]
+    return [_recurrent(kind, layer.config, ctx.weights(layer), layer.name, inputs[0], ctx, layer.where())]
+
+
+_MERGE_MODES = {"concat": "concatenate", "sum": "add", "mul": "multiply", "ave": "average"}
+
+
+def _convert_bidirectional(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    cfg, where = layer.config, layer.where()
+    forward = cfg["layer"]
+    backward = cfg.get("backward_layer") or {
+        "class_name": forward["class_name"],
+        "config": dict(forward["config"], go_backwards=not forward["config"].get("go_backwards", False))}
+    if forward["class_name"] not in _RECURRENT_CLASSES or backward["class_name"] != forward["class_name"]:
+        raise UnsupportedError(f"{where}: Bidirectional wraps {forward['class_name']}; supported: "
+                               f"{', '.join(_RECURRENT_CLASSES)} (the same class both ways)")
+    mode = cfg.get("merge_mode", "concat")
+    if mode not in _MERGE_MODES:
+        raise UnsupportedError(f"{where}: merge_mode {mode!r} is not supported; supported: {', '.join(_MERGE_MODES)}")
+    kind = _RECURRENT_CLASSES[forward["class_name"]]
+    weights = ctx.weights(layer)
+    half = len(weights) // 2
+    return_sequences = bool(forward["config"].get("return_sequences", False))
+    fwd = _recurrent(kind, forward["config"], weights[:half], f"{layer.name}.forward", inputs[0], ctx,
+                     where, zero_output_for_mask=return_sequences)
+    bwd = _recurrent(kind, backward["config"], weights[half:], f"{layer.name}.backward", inputs[0], ctx,
+                     where, zero_output_for_mask=return_sequences)
+    out = [fwd, bwd]
+    merged = [fwd.name, bwd.name]
+    if return_sequences:
+        # Keras returns a go_backwards layer's outputs in processing order; realign them in time.
+        out.append(Layer(f"{layer.name}.realign", "reverse", [bwd.name]))
+        merged[1] = out[-1].name
+    out.append(Layer(layer.name, "merge", merged, {"op": _MERGE_MODES[mode]}))
+    return out
+
+
+def _dense(cfg: dict, weights: list[np.ndarray], name: str, source: str, ctx: _Context, where: str) -> Layer:
+    if cfg.get("lora_rank") or cfg.get("quantization_config"):
+        raise UnsupportedError(f"{where}: LoRA or quantized Dense layers are not supported")
+    use_bias = cfg.get("use_bias", True)
+    w = _take(weights, 2 if use_bias else 1, where)
+    bias = w[1] if use_bias else np.zeros(w[0].shape[1], np.float32)
+    return Layer(name, "dense", [source], {"activation": ctx.activation(cfg.get("activation"), where)},
+                 {"kernel": w[0], "bias": bias})
+
+
+def _convert_dense(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    return [_dense(layer.config, ctx.weights(layer), layer.name, inputs[0], ctx, layer.where())]
+
+
+def _convert_time_distributed(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    inner = layer.config["layer"]
+    if inner["class_name"] != "Dense":
+        raise UnsupportedError(f"{layer.where()}: TimeDistributed({inner['class_name']}) is not supported; "
+                               "supported: TimeDistributed(Dense)")
+    return [_dense(inner["config"], ctx.weights(layer), layer.name, inputs[0], ctx, layer.where())]
+
+
+def _convert_embedding(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    (table,) = _take(ctx.weights(layer), 1, layer.where())
+    return [Layer(layer.name, "embedding", inputs, {"mask_zero": bool(layer.config.get("mask_zero", False))},
+                  {"embeddings": table})]
+
+
+def _convert_conv1d(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    cfg, where = layer.config, layer.where()
+    _refuse_options(cfg, where, data_format=("channels_last",), groups=(1,))
+    use_bias = cfg.get("use_bias", True)
+    w = _take(ctx.weights(layer), 2 if use_bias else 1, where)
+    bias = w[1] if use_bias else np.zeros(w[0].shape[2], np.float32)
+    attrs = {"strides": _single(cfg.get("strides", 1)), "dilation": _single(cfg.get("dilation_rate", 1)),
+             "padding": cfg.get("padding", "valid"), "activation": ctx.activation(cfg.get("activation"), where)}
+    _refuse_options(attrs, where, padding=("valid", "same", "causal"))
+    return [Layer(layer.name, "conv1d", inputs, attrs, {"kernel": w[0], "bias": bias})]
+
+
+def _single(value) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _convert_pooling(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    cfg = layer.config
+    _refuse_options(cfg, layer.where(), data_format=("channels_last",), padding=("valid", "same"))
+    size = _single(cfg.get("pool_size", 2))
+    strides = cfg.get("strides")
+    return [Layer(layer.name, "pool1d", inputs, {
+        "op": "max" if layer.class_name.startswith("Max") else "average", "pool_size": size,
+        "strides": size if strides is None else _single(strides), "padding": cfg.get("padding", "valid")})]
+
+
+def _convert_global_pooling(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    _refuse_options(layer.config, layer.where(), data_format=("channels_last",), keepdims=(False,))
+    return [Layer(layer.name, "global_pool1d", inputs,
+                  {"op": "max" if "Max" in layer.class_name else "average"})]
+
+
+def _last_axis_only(cfg: dict, where: str) -> None:
+    axis = cfg.get("axis", -1)
+    axes = axis if isinstance(axis, list) else [axis]
+    if len(axes) != 1 or axes[0] not in (-1, 2):
+        raise UnsupportedError(f"{where}: normalisation over axis {axis} is not supported; supported: the last axis")
+
+
+def _convert_batch_norm(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    cfg, where = layer.config, layer.where()
+    _last_axis_only(cfg, where)
+    scale, center = cfg.get("scale", True), cfg.get("center", True)
+    w = _take(ctx.weights(layer), 2 + scale + center, where)
+    gamma = w.pop(0) if scale else np.ones_like(w[-1])
+    beta = w.pop(0) if center else np.zeros_like(w[-1])
+    mean, var = w
+    factor = (gamma / np.sqrt(var + np.float32(cfg.get("epsilon", 1e-3)))).astype(np.float32)
+    return [Layer(layer.name, "batch_norm", inputs, {},
+                  {"scale": factor, "offset": (beta - mean * factor).astype(np.float32)})]
+
+
+def _convert_layer_norm(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    cfg, where = layer.config, layer.where()
+    _last_axis_only(cfg, where)
+    _refuse_options(cfg, where, rms_scaling=(False,))
+    scale, center = cfg.get("scale", True), cfg.get("center", True)
+    w = _take(ctx.weights(layer), scale + center, where)
+    width = w[0].shape[0] if w else None
+    if width is None:
+        raise UnsupportedError(f"{where}: LayerNormalization with neither scale nor center is not supported")
+    gamma = w.pop(0) if scale else np.ones(width, np.float32)
+    beta = w.pop(0) if center else np.zeros(width, np.float32)
+    return [Layer(layer.name, "layer_norm", inputs, {"epsilon": float(cfg.get("epsilon", 1e-3))},
+                  {"gamma": gamma, "beta": beta})]
+
+
+def _convert_merge(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    op = {"Add": "add", "Multiply": "multiply", "Average": "average", "Concatenate": "concatenate"}[layer.class_name]
+    if op == "concatenate" and layer.config.get("axis", -1) not in (-1,):
+        raise UnsupportedError(f"{layer.where()}: Concatenate on axis {layer.config['axis']} is not supported; "
+                               "supported: the last axis (-1)")
+    return [Layer(layer.name, "merge", inputs, {"op": op})]
+
+
+def _simple(kind: str, **attrs: Callable[[dict], Any]):
+    def convert(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+        return [Layer(layer.name, kind, inputs, {key: get(layer.config) for key, get in attrs.items()})]
+    return convert
+
+
+def _convert_activation(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    return [Layer(layer.name, "activation", inputs,
+                  {"activation": ctx.activation(layer.config.get("activation"), layer.where())})]
+
+
+_CONVERTERS: dict[str, Callable] = {
+    "LSTM": _convert_recurrent, "GRU": _convert_recurrent, "SimpleRNN": _convert_recurrent,
+    "Bidirectional": _convert_bidirectional,
+    "Dense": _convert_dense, "TimeDistributed": _convert_time_distributed,
+    "Activation": _convert_activation,
+    "Embedding": _convert_embedding,
+    "Masking": _simple("masking", mask_value=lambda c: float(c.get("mask_value", 0.0))),
+    "RepeatVector": _simple("repeat", n=lambda c: int(c["n"])),
+    "Flatten": _simple("flatten"),
+    "Conv1D": _convert_conv1d,
+    "MaxPooling1D": _convert_pooling, "AveragePooling1D": _convert_pooling,
+    "GlobalAveragePooling1D": _convert_global_pooling, "GlobalMaxPooling1D": _convert_global_pooling,
+    "BatchNormalization": _convert_batch_norm, "LayerNormalization": _convert_layer_norm,
+    "Add": _convert_merge, "Concatenate": _convert_merge, "Multiply": _convert_merge, "Average": _convert_merge,
+}
+_IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise")  # identity at inference
+SUPPORTED_LAYERS = tuple(sorted([*_CONVERTERS, *_IDENTITY, "InputLayer"]))
+
+
+def _input_layer(layer: _KerasLayer, consumers: list[str]) -> Layer:
+    shape = list(layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or [])
+    if len(shape) == 2 and consumers and all(c == "Embedding" for c in consumers):
+        dtype = "int32"
+    elif len(shape) == 3:
+        dtype = "float32"
+    else:
+        raise UnsupportedError(f"the model input has shape {shape}; supported: sequences (batch, time, features), "
+                               "or token ids (batch, time) read by an Embedding")
+    attrs = {"shape": shape[1:], "dtype": dtype}
+    if shape[0] is not None:
+        attrs["batch"] = int(shape[0])
+    return Layer(layer.name, "input", [], attrs)
+
+
+def import_keras(path: str | Path) -> Graph:
+    """Convert a Keras model file to the IR, refusing anything unsupported by name."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    config, weights, dialect = _read_keras_archive(path) if is_zip else _read_legacy_h5(path)
+    try:
+        layers, output = _model_layers(config)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise FormatError(f"{path}: the model config is malformed ({type(exc).__name__}: {exc})") from None
+    ctx = _Context(dialect, weights)
+    alias: dict[str, str] = {}  # Keras layer name -> IR layer that holds its output
+    ir_layers: list[Layer] = []
+    inputs = [l for l in layers if l.class_name == "InputLayer"]
+    if len(inputs) != 1:
+        raise UnsupportedError(f"the model has {len(inputs)} inputs; edgelstm converts models with exactly one")
+    for layer in layers:
+        try:
+            if layer.class_name == "InputLayer":
+                consumers = [l.class_name for l in layers if layer.name in l.inbound]
+                ir_layers.insert(0, _input_layer(layer, consumers))
+                alias[layer.name] = layer.name
+                continue
+            sources = [alias[name] for name in layer.inbound]
+            if not sources:
+                raise UnsupportedError(f"{layer.where()} reads no input")
+            if layer.class_name in _IDENTITY:
+                alias[layer.name] = sources[0]
+                continue
+            convert = _CONVERTERS.get(layer.class_name)
+            if convert is None:
+                hint = (" (a Lambda would run code from the file; rebuild the model without it)"
+                        if "Lambda" in layer.class_name else "")
+                raise UnsupportedError(f"{layer.where()} is not supported{hint}; supported layers: "
+                                       f"{', '.join(SUPPORTED_LAYERS)}")
+            converted = convert(layer, sources, ctx)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise FormatError(f"{path}: {layer.where()} has a malformed config or weights "
+                              f"({type(exc).__name__}: {exc})") from None
+        ir_layers += converted
+        alias[layer.name] = converted[-1].name
+    graph = Graph(ir_layers, alias[output], metadata={"source": path.name, "source_format": dialect})
+    if any(l.attrs.get("stateful") for l in ir_layers):
+        graph.metadata["stateful"] = True
+    validate(graph)
+    return graph
+

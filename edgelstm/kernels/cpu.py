@@ -1,0 +1,243 @@
+"""Numba CPU kernels: the fast twins of `reference.py`, same names, same signatures.
+
+Every kernel runs its batch rows in parallel (`prange`), writes into the preallocated `out`
+and allocates nothing inside its time loop. `cache=True` keeps compiled code on disk so a
+second process starts fast; ``error_model="numpy"`` drops the division checks that block
+vectorisation.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import activations as A
+from .reference import embedding  # a gather: numpy's fancy indexing is already the fast path
+
+__all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "conv1d", "pool1d",
+           "global_pool1d", "batch_norm", "layer_norm"]
+
+_jit = dict(cache=True, error_model="numpy")
+
+
+@njit(**_jit)
+def _activate_row(row, act):
+    if act == A.SOFTMAX:
+        top = row[0]
+        for j in range(1, row.shape[0]):
+            top = max(top, row[j])
+        total = 0.0
+        for j in range(row.shape[0]):
+            row[j] = math.exp(row[j] - top)
+            total += row[j]
+        for j in range(row.shape[0]):
+            row[j] /= total
+    elif act != A.LINEAR:
+        for j in range(row.shape[0]):
+            row[j] = A.apply(act, row[j])
+
+
+@njit(parallel=True, **_jit)
+def activation(x, act, out):
+    for n in prange(x.shape[0]):
+        out[n, :] = x[n, :]
+        _activate_row(out[n], act)
+
+
+@njit(parallel=True, **_jit)
+def dense(x, kernel, bias, act, out):
+    for n in prange(x.shape[0]):
+        row = out[n]
+        row[:] = bias
+        for k in range(x.shape[1]):
+            v = x[n, k]
+            for j in range(row.shape[0]):
+                row[j] += v * kernel[k, j]
+        _activate_row(row, act)
+
+
+@njit(**_jit)
+def _project(z, bias, x_t, kernel, h, recurrent_kernel):
+    """z = bias + x_t @ kernel + h @ recurrent_kernel, as row updates that vectorise over z."""
+    z[:] = bias
+    for k in range(x_t.shape[0]):
+        v = x_t[k]
+        for j in range(z.shape[0]):
+            z[j] += v * kernel[k, j]
+    for k in range(h.shape[0]):
+        v = h[k]
+        for j in range(z.shape[0]):
+            z[j] += v * recurrent_kernel[k, j]
+
+
+@njit(**_jit)
+def _emit_masked(out, b, s, h, zero_output_for_mask):
+    for j in range(h.shape[0]):
+        out[b, s, j] = 0.0 if zero_output_for_mask else h[j]
+
+
+@njit(parallel=True, **_jit)
+def lstm(x, mask, kernel, recurrent_kernel, bias, act, rec_act, go_backwards, return_sequences,
+         zero_output_for_mask, h, c, out):
+    batch, steps = x.shape[0], x.shape[1]
+    units = h.shape[1]
+    for b in prange(batch):
+        z = np.empty(4 * units, np.float32)
+        for s in range(steps):
+            t = steps - 1 - s if go_backwards else s
+            if not mask[b, t]:
+                if return_sequences:
+                    _emit_masked(out, b, s, h[b], zero_output_for_mask)
+                continue
+            _project(z, bias, x[b, t], kernel, h[b], recurrent_kernel)
+            for j in range(units):
+                cell = (A.apply(rec_act, z[units + j]) * c[b, j]
+                        + A.apply(rec_act, z[j]) * A.apply(act, z[2 * units + j]))
+                c[b, j] = cell
+                z[j] = A.apply(rec_act, z[3 * units + j]) * A.apply(act, cell)  # z[j] is read above
+            for j in range(units):
+                h[b, j] = z[j]
+                if return_sequences:
+                    out[b, s, j] = z[j]
+        if not return_sequences:
+            out[b, 0, :] = h[b]
+
+
+@njit(parallel=True, **_jit)
+def gru(x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
+        go_backwards, return_sequences, zero_output_for_mask, h, out):
+    batch, steps = x.shape[0], x.shape[1]
+    units = h.shape[1]
+    for b in prange(batch):
+        xz = np.empty(3 * units, np.float32)
+        hz = np.empty(3 * units, np.float32)
+        rh = np.empty(units, np.float32)
+        zero_x = np.zeros(0, np.float32)
+        for s in range(steps):
+            t = steps - 1 - s if go_backwards else s
+            if not mask[b, t]:
+                if return_sequences:
+                    _emit_masked(out, b, s, h[b], zero_output_for_mask)
+                continue
+            _project(xz, bias, x[b, t], kernel, zero_x, recurrent_kernel)
+            _project(hz, recurrent_bias, zero_x, kernel, h[b], recurrent_kernel)
+            if not reset_after:
+                # h @ U_h must see r * h: redo that block once r is known
+                for j in range(units):
+                    rh[j] = A.apply(rec_act, xz[units + j] + hz[units + j]) * h[b, j]
+                for j in range(units):
+                    hz[2 * units + j] = recurrent_bias[2 * units + j]
+                for k in range(units):
+                    v = rh[k]
+                    for j in range(units):
+                        hz[2 * units + j] += v * recurrent_kernel[k, 2 * units + j]
+            for j in range(units):
+                zg = A.apply(rec_act, xz[j] + hz[j])
+                if reset_after:
+                    r = A.apply(rec_act, xz[units + j] + hz[units + j])
+                    cand = A.apply(act, xz[2 * units + j] + r * hz[2 * units + j])
+                else:
+                    cand = A.apply(act, xz[2 * units + j] + hz[2 * units + j])
+                rh[j] = zg * h[b, j] + (1.0 - zg) * cand
+            for j in range(units):
+                h[b, j] = rh[j]
+                if return_sequences:
+                    out[b, s, j] = rh[j]
+        if not return_sequences:
+            out[b, 0, :] = h[b]
+
+
+@njit(parallel=True, **_jit)
+def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_sequences,
+        zero_output_for_mask, h, out):
+    batch, steps = x.shape[0], x.shape[1]
+    units = h.shape[1]
+    for b in prange(batch):
+        z = np.empty(units, np.float32)
+        for s in range(steps):
+            t = steps - 1 - s if go_backwards else s
+            if not mask[b, t]:
+                if return_sequences:
+                    _emit_masked(out, b, s, h[b], zero_output_for_mask)
+                continue
+            _project(z, bias, x[b, t], kernel, h[b], recurrent_kernel)
+            for j in range(units):
+                h[b, j] = A.apply(act, z[j])
+                if return_sequences:
+                    out[b, s, j] = h[b, j]
+        if not return_sequences:
+            out[b, 0, :] = h[b]
+
+
+@njit(parallel=True, **_jit)
+def conv1d(x, kernel, bias, strides, dilation, pad_left, act, out):
+    steps = x.shape[1]
+    for b in prange(x.shape[0]):
+        for s in range(out.shape[1]):
+            row = out[b, s]
+            row[:] = bias
+            for k in range(kernel.shape[0]):
+                t = s * strides + k * dilation - pad_left
+                if t < 0 or t >= steps:
+                    continue
+                for i in range(x.shape[2]):
+                    v = x[b, t, i]
+                    for j in range(row.shape[0]):
+                        row[j] += v * kernel[k, i, j]
+            _activate_row(row, act)
+
+
+@njit(parallel=True, **_jit)
+def pool1d(x, is_max, pool_size, strides, pad_left, out):
+    steps = x.shape[1]
+    for b in prange(x.shape[0]):
+        for s in range(out.shape[1]):
+            lo = max(s * strides - pad_left, 0)
+            hi = min(s * strides - pad_left + pool_size, steps)
+            for j in range(x.shape[2]):
+                acc = x[b, lo, j]
+                for t in range(lo + 1, hi):
+                    acc = max(acc, x[b, t, j]) if is_max else acc + x[b, t, j]
+                out[b, s, j] = acc if is_max else acc / (hi - lo)
+
+
+@njit(parallel=True, **_jit)
+def global_pool1d(x, mask, is_max, out):
+    for b in prange(x.shape[0]):
+        for j in range(x.shape[2]):
+            if is_max:
+                acc = x[b, 0, j]
+                for t in range(1, x.shape[1]):
+                    acc = max(acc, x[b, t, j])
+                out[b, j] = acc
+            else:
+                acc = 0.0
+                count = 0
+                for t in range(x.shape[1]):
+                    if mask[b, t]:
+                        acc += x[b, t, j]
+                        count += 1
+                out[b, j] = acc / count
+
+
+@njit(parallel=True, **_jit)
+def batch_norm(x, scale, offset, out):
+    for n in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[n, j] = x[n, j] * scale[j] + offset[j]
+
+
+@njit(parallel=True, **_jit)
+def layer_norm(x, gamma, beta, epsilon, out):
+    width = x.shape[1]
+    for n in prange(x.shape[0]):
+        mean = 0.0
+        for j in range(width):
+            mean += x[n, j]
+        mean /= width
+        var = 0.0
+        for j in range(width):
+            var += (x[n, j] - mean) ** 2
+        inv = 1.0 / math.sqrt(var / width + epsilon)
+        for j in range(width):
+            out[n, j] = (x[n, j] - mean) * inv * gamma[j] + beta[j]

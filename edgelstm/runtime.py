@@ -1,0 +1,358 @@
+"""Running a graph: `Model` (batch prediction) and `Stream` (step by step with kept state).
+
+The runtime turns each IR layer into an `_Op`: a closure over the layer's weights that calls one
+kernel of the chosen backend, writing into a buffer of a `_Workspace`. It does no maths itself.
+Masks follow Keras: produced by ``embedding`` (``mask_zero``) and ``masking``, consumed by
+recurrent layers and the average global pooling, passed on by time-local layers, combined with a
+logical AND by merges, and dropped by layers that change the time axis.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+
+from .errors import BackendError, InputError, ShapeError
+from .ir import RECURRENT_KINDS, Graph, Layer, conv_padding, validate
+from .kernels import activations, cpu, reference
+
+BACKENDS = {"cpu": cpu, "reference": reference}
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+# Layers that keep the time axis step for step: they can run one step at a time.
+_TIME_LOCAL = {"input", "dense", "activation", "embedding", "masking", "batch_norm", "layer_norm", "merge"}
+_KEEPS_MASK = _TIME_LOCAL - {"input", "embedding", "masking"}
+
+
+def select_backend(name: str):
+    """The kernel module for a backend name (``auto`` picks the fastest one available)."""
+    if name == "auto":
+        name = "cpu"
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKEND_CHOICES)}")
+    return BACKENDS[name]
+
+
+class _Workspace:
+    """Output buffers and recurrent states, reused from call to call while shapes stay the same."""
+
+    def __init__(self, streaming: bool = False):
+        self.streaming = streaming  # ops get one time step per call and keep what they need as state
+        self.buffers: dict[str, np.ndarray] = {}
+        self.states: dict[str, tuple[np.ndarray, ...]] = {}
+
+    def buffer(self, key: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        buf = self.buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self.buffers[key] = np.empty(shape, dtype)
+        return buf
+
+    def all_true(self, batch: int, steps: int) -> np.ndarray:
+        mask = self.buffer("<all-true>", (batch, steps), np.bool_)
+        mask.fill(True)
+        return mask
+
+    def state(self, layer: Layer, batch: int, count: int, shape: tuple = ()) -> tuple[np.ndarray, ...]:
+        """`count` zero-initialised state arrays [batch, *shape] (default shape: [units]) of `layer`."""
+        shape = (batch,) + (shape or (layer.attrs["units"],))
+        state = self.states.get(layer.name)
+        if state is None or state[0].shape != shape:
+            state = self.states[layer.name] = tuple(np.zeros(shape, np.float32) for _ in range(count))
+        return state
+
+    def reset_states(self) -> None:
+        for state in self.states.values():
+            for array in state:
+                array.fill(0.0)
+
+
+# An op maps (input arrays, input masks, workspace) to (output array, output mask or None).
+_Op = Callable[[list, list, _Workspace], tuple]
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, x.shape[-1])
+
+
+def _and_masks(masks: list) -> np.ndarray | None:
+    present = [m for m in masks if m is not None]
+    return np.logical_and.reduce(present) if present else None
+
+
+def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool = False) -> tuple[int, int]:
+    """Padding and output length of a convolution or pooling layer; refuses too-short inputs."""
+    padding = "valid" if unpadded else layer.attrs["padding"]
+    pad, steps = conv_padding(length, size, layer.attrs["strides"], dilation, padding)
+    if steps < 1:
+        raise ShapeError(f"a sequence of {length} steps is too short for layer '{layer.name}' ({layer.kind}, "
+                         f"window {dilation * (size - 1) + 1})")
+    return pad, steps
+
+
+def _build_op(layer: Layer, k) -> _Op:
+    """The closure that runs `layer` with the kernel module `k`."""
+    a, w, name = layer.attrs, layer.weights, layer.name
+    act = activations.CODES.get(a.get("activation", "linear"))
+
+    if layer.kind in RECURRENT_KINDS:
+        rec_act = activations.CODES.get(a.get("recurrent_activation", "sigmoid"))
+        rs, back, zero = bool(a["return_sequences"]), bool(a["go_backwards"]), bool(a["zero_output_for_mask"])
+        units = a["units"]
+
+        def recurrent(xs, masks, ws):
+            x = xs[0]
+            batch, steps = x.shape[:2]
+            mask = masks[0] if masks[0] is not None else ws.all_true(batch, steps)
+            out = ws.buffer(name, (batch, steps if rs else 1, units))
+            if layer.kind == "lstm":
+                h, c = ws.state(layer, batch, 2)
+                k.lstm(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], act, rec_act, back, rs, zero, h, c, out)
+            elif layer.kind == "gru":
+                (h,) = ws.state(layer, batch, 1)
+                k.gru(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], w["recurrent_bias"], act, rec_act,
+                      bool(a["reset_after"]), back, rs, zero, h, out)
+            else:
+                (h,) = ws.state(layer, batch, 1)
+                k.rnn(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], act, back, rs, zero, h, out)
+            return (out, masks[0]) if rs else (out[:, 0], None)
+        return recurrent
+
+    if layer.kind in ("dense", "activation", "batch_norm", "layer_norm"):
+        width = layer.shape[-1]
+
+        def rowwise(xs, masks, ws):
+            x = xs[0]
+            out = ws.buffer(name, x.shape[:-1] + (width,))
+            rows, out_rows = _rows(x), _rows(out)
+            if layer.kind == "dense":
+                k.dense(rows, w["kernel"], w["bias"], act, out_rows)
+            elif layer.kind == "activation":
+                k.activation(rows, act, out_rows)
+            elif layer.kind == "batch_norm":
+                k.batch_norm(rows, w["scale"], w["offset"], out_rows)
+            else:
+                k.layer_norm(rows, w["gamma"], w["beta"], float(a["epsilon"]), out_rows)
+            return out, masks[0]
+        return rowwise
+
+    if layer.kind == "embedding":
+        table = w["embeddings"]
+
+        def embed(xs, masks, ws):
+            ids = xs[0]
+            if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+                bad = ids[(ids < 0) | (ids >= table.shape[0])][0]
+                raise InputError(f"token id {bad} is outside the range of embedding '{name}' "
+                                 f"[0, {table.shape[0]})")
+            out = ws.buffer(name, ids.shape + (table.shape[1],))
+            k.embedding(ids, table, out)
+            return out, (ids != 0) if a["mask_zero"] else None
+        return embed
+
+    if layer.kind == "masking":
+        value = np.float32(a["mask_value"])
+
+        def masking(xs, masks, ws):
+            mask = np.any(xs[0] != value, axis=-1)
+            out = ws.buffer(name, xs[0].shape)
+            np.multiply(xs[0], mask[..., None], out=out)
+            return out, mask
+        return masking
+
+    if layer.kind == "conv1d":
+        span = a["dilation"] * (w["kernel"].shape[0] - 1) + 1
+
+        def conv(xs, masks, ws):
+            x = xs[0]
+            if ws.streaming:  # causal, stride 1: convolve the last `span` inputs, kept as state
+                (window,) = ws.state(layer, x.shape[0], 1, (span, x.shape[2]))
+                window[:, :-1] = window[:, 1:].copy()
+                window[:, -1] = x[:, 0]
+                x = window
+            pad, steps = _window(layer, x.shape[1], w["kernel"].shape[0], a["dilation"], ws.streaming)
+            out = ws.buffer(name, (x.shape[0], steps, w["kernel"].shape[2]))
+            k.conv1d(x, w["kernel"], w["bias"], a["strides"], a["dilation"], pad, act, out)
+            return out, None
+        return conv
+
+    if layer.kind == "pool1d":
+        def pool(xs, masks, ws):
+            x = xs[0]
+            pad, steps = _window(layer, x.shape[1], a["pool_size"], 1)
+            out = ws.buffer(name, (x.shape[0], steps, x.shape[2]))
+            k.pool1d(x, a["op"] == "max", a["pool_size"], a["strides"], pad, out)
+            return out, None
+        return pool
+
+    if layer.kind == "global_pool1d":
+        def global_pool(xs, masks, ws):
+            x = xs[0]
+            mask = masks[0] if masks[0] is not None else ws.all_true(*x.shape[:2])
+            out = ws.buffer(name, (x.shape[0], x.shape[2]))
+            k.global_pool1d(x, mask, a["op"] == "max", out)
+            return out, None
+        return global_pool
+
+    if layer.kind == "reverse":
+        def reverse(xs, masks, ws):
+            out = ws.buffer(name, xs[0].shape)
+            np.copyto(out, xs[0][:, ::-1])
+            return out, masks[0]  # Keras keeps a go_backwards layer's mask unreversed: this realigns it
+        return reverse
+
+    if layer.kind == "repeat":
+        def repeat(xs, masks, ws):
+            out = ws.buffer(name, (xs[0].shape[0], a["n"], xs[0].shape[1]))
+            np.copyto(out, xs[0][:, None, :])
+            return out, None
+        return repeat
+
+    if layer.kind == "flatten":
+        return lambda xs, masks, ws: (xs[0].reshape(xs[0].shape[0], -1), None)
+
+    if layer.kind == "merge":
+        op = a["op"]
+
+        def merge(xs, masks, ws):
+            if op == "concatenate":
+                out = ws.buffer(name, xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),))
+                np.concatenate(xs, axis=-1, out=out)
+            else:
+                out = ws.buffer(name, xs[0].shape)
+                fold = np.multiply if op == "multiply" else np.add
+                np.copyto(out, xs[0])
+                for x in xs[1:]:
+                    fold(out, x, out=out)
+                if op == "average":
+                    out /= len(xs)
+            return out, _and_masks(masks)
+        return merge
+
+    raise BackendError(f"layer '{name}' of kind '{layer.kind}' has no kernel")
+
+
+class Model:
+    """A loaded model, ready to run. Build one with `edgelstm.load`."""
+
+    def __init__(self, graph: Graph, backend: str = "auto"):
+        validate(graph)
+        self.graph = graph
+        self.backend = "cpu" if backend == "auto" else backend
+        kernels = select_backend(backend)
+        self._ops = [(layer, _build_op(layer, kernels)) for layer in graph.layers[1:]]
+        self._local = threading.local()
+
+    @property
+    def input_shape(self) -> tuple:
+        """Shape of one input sequence without the batch axis (None: any length)."""
+        return self.graph.input.shape
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.graph.input.attrs["dtype"])
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.graph.layer(self.graph.output).shape
+
+    def _check_input(self, x, sequence: bool = True) -> np.ndarray:
+        """The input as a contiguous array of the model's dtype, or a clear error."""
+        expected = self.input_shape if sequence else self.input_shape[1:]
+        arr = np.asarray(x)
+        want = ("batch",) + tuple("any" if d is None else d for d in expected)
+        if arr.ndim != len(expected) + 1 or any(d is not None and d != g for d, g in zip(expected, arr.shape[1:])):
+            raise ShapeError(f"input has shape {arr.shape}, expected {want}")
+        if self.input_dtype.kind == "i":
+            if arr.dtype.kind not in "iu":
+                raise ShapeError(f"input has dtype {arr.dtype}, expected integer token ids")
+            return np.ascontiguousarray(arr, np.int64)
+        if arr.dtype.kind not in "fiub":
+            raise ShapeError(f"input has dtype {arr.dtype}, expected float32")
+        return np.ascontiguousarray(arr, np.float32)
+
+    def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
+        values, masks = {self.graph.input.name: x}, {self.graph.input.name: None}
+        for layer, op in self._ops:
+            values[layer.name], masks[layer.name] = op(
+                [values[s] for s in layer.inputs], [masks[s] for s in layer.inputs], ws)
+        return values[self.graph.output]
+
+    def _workspace(self) -> _Workspace:
+        ws = getattr(self._local, "workspace", None)
+        if ws is None:
+            ws = self._local.workspace = _Workspace()
+        return ws
+
+    def predict(self, x, batch_size: int | None = None) -> np.ndarray:
+        """Outputs for a batch of whole sequences x [batch, time, features] (or [batch, time] ids).
+
+        Every sequence starts from zero recurrent state. `batch_size` splits a large batch into
+        chunks to bound memory. Safe to call from several threads at once.
+        """
+        x = self._check_input(x)
+        if x.shape[0] == 0:
+            raise ShapeError("input has an empty batch (shape %s)" % (x.shape,))
+        ws = self._workspace()
+        chunk = batch_size or x.shape[0]
+        parts = []
+        for start in range(0, x.shape[0], chunk):
+            ws.reset_states()
+            parts.append(self._run(x[start:start + chunk], ws).copy())
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def stream(self, batch: int = 1) -> "Stream":
+        """A `Stream` that feeds `batch` sequences one time step per call, keeping state."""
+        return Stream(self, batch)
+
+
+class Stream:
+    """Step-by-step inference for `batch` sequences; recurrent state is kept between `step` calls.
+
+    Feeding a sequence one step at a time gives the same outputs as `Model.predict` on the
+    whole sequence (for the step's position). Only causal models stream: forward recurrent
+    layers and layers that work on each time step alone.
+    """
+
+    def __init__(self, model: Model, batch: int = 1):
+        for layer in model.graph.layers:
+            if layer.kind in RECURRENT_KINDS and not layer.attrs["go_backwards"]:
+                continue
+            if layer.kind == "conv1d" and layer.attrs["padding"] == "causal" and layer.attrs["strides"] == 1:
+                continue
+            if layer.kind not in _TIME_LOCAL:
+                why = ("it runs backwards over the sequence" if layer.kind in RECURRENT_KINDS
+                       else f"'{layer.kind}' layers need the whole sequence"
+                       + (" (only causal, stride-1 conv1d streams)" if layer.kind == "conv1d" else ""))
+                raise BackendError(f"this model cannot stream: layer '{layer.name}' is not causal ({why}); "
+                                   "use predict() on whole sequences")
+        if batch < 1:
+            raise ShapeError(f"a stream needs a batch of at least 1, got {batch}")
+        self.model = model
+        self.batch = batch
+        self._ws = _Workspace(streaming=True)
+        self._time_axis = self._output_has_time_axis()
+
+    def _output_has_time_axis(self) -> bool:
+        has_time = {}
+        for layer in self.model.graph.layers:
+            if layer.kind == "input":
+                has_time[layer.name] = True
+            elif layer.kind in RECURRENT_KINDS:
+                has_time[layer.name] = bool(layer.attrs["return_sequences"])
+            else:
+                has_time[layer.name] = has_time[layer.inputs[0]]
+        return has_time[self.model.graph.output]
+
+    def step(self, x_t) -> np.ndarray:
+        """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids)."""
+        x = self.model._check_input(x_t, sequence=False)
+        if x.shape[0] != self.batch:
+            raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
+        y = self.model._run(x[:, None], self._ws)
+        return (y[:, 0] if self._time_axis else y).copy()
+
+    def reset(self) -> None:
+        """Forget the recurrent state: the next step starts a new sequence."""
+        self._ws.reset_states()

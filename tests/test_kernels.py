@@ -1,0 +1,140 @@
+"""The numba kernels held to their numpy references on random shapes and options."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from edgelstm.kernels import activations, cpu, reference
+
+CODES = list(activations.CODES.values())
+GATE_CODES = [c for name, c in activations.CODES.items() if name != "softmax"]
+BOUNDED_CODES = [activations.CODES[n] for n in ("sigmoid", "tanh", "hard_sigmoid", "hard_sigmoid_legacy")]
+TOL = dict(atol=2e-5, rtol=1e-5)
+
+examples = settings(max_examples=25, deadline=None)
+
+
+def arrays(rng, *shape, scale=0.5):
+    return (rng.normal(0.0, scale, shape)).astype(np.float32)
+
+
+@st.composite
+def recurrent_case(draw):
+    return dict(
+        seed=draw(st.integers(0, 2**31)),
+        batch=draw(st.integers(1, 4)), steps=draw(st.integers(1, 6)),
+        features=draw(st.integers(1, 5)), units=draw(st.integers(1, 7)),
+        act=draw(st.sampled_from(GATE_CODES)), rec_act=draw(st.sampled_from(BOUNDED_CODES)),
+        go_backwards=draw(st.booleans()), return_sequences=draw(st.booleans()),
+        zero_output_for_mask=draw(st.booleans()), masked=draw(st.booleans()),
+    )
+
+
+def _run_both(kind, case):
+    rng = np.random.default_rng(case["seed"])
+    b, t, f, h = case["batch"], case["steps"], case["features"], case["units"]
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    x = arrays(rng, b, t, f, scale=1.5)
+    mask = rng.random((b, t)) > 0.3 if case["masked"] else np.ones((b, t), bool)
+    weights = [arrays(rng, f, gates * h), arrays(rng, h, gates * h), arrays(rng, gates * h)]
+    states = [arrays(rng, b, h) for _ in range(2 if kind == "lstm" else 1)]
+    results = []
+    for module in (reference, cpu):
+        own_states = [s.copy() for s in states]
+        out = np.zeros((b, t if case["return_sequences"] else 1, h), np.float32)
+        flags = (case["go_backwards"], case["return_sequences"], case["zero_output_for_mask"])
+        if kind == "lstm":
+            module.lstm(x, mask, *weights, case["act"], case["rec_act"], *flags, *own_states, out)
+        elif kind == "gru":
+            module.gru(x, mask, *weights, arrays(np.random.default_rng(case["seed"] + 1), gates * h),
+                       case["act"], case["rec_act"], case["seed"] % 2 == 0, *flags, *own_states, out)
+        else:
+            module.rnn(x, mask, *weights, case["act"], *flags, *own_states, out)
+        results.append((out, own_states))
+    return results
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@examples
+@given(case=recurrent_case())
+def test_recurrent_kernels_match_reference(kind, case):
+    (ref_out, ref_states), (cpu_out, cpu_states) = _run_both(kind, case)
+    np.testing.assert_allclose(cpu_out, ref_out, **TOL)
+    for a, b in zip(cpu_states, ref_states):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+@examples
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 9), width=st.integers(1, 7),
+       out_width=st.integers(1, 7), act=st.sampled_from(CODES))
+def test_dense_and_activation_match_reference(seed, rows, width, out_width, act):
+    rng = np.random.default_rng(seed)
+    x, kernel, bias = arrays(rng, rows, width, scale=2.0), arrays(rng, width, out_width), arrays(rng, out_width)
+    expected, got = np.empty((rows, out_width), np.float32), np.empty((rows, out_width), np.float32)
+    reference.dense(x, kernel, bias, act, expected)
+    cpu.dense(x, kernel, bias, act, got)
+    np.testing.assert_allclose(got, expected, **TOL)
+    expected, got = np.empty_like(x), np.empty_like(x)
+    reference.activation(x, act, expected)
+    cpu.activation(x, act, got)
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
+@examples
+@given(seed=st.integers(0, 2**31), batch=st.integers(1, 3), steps=st.integers(1, 9), size=st.integers(1, 4),
+       strides=st.integers(1, 3), dilation=st.integers(1, 3), padding=st.sampled_from(["valid", "same", "causal"]))
+def test_conv1d_matches_reference(seed, batch, steps, size, strides, dilation, padding):
+    from edgelstm.ir import conv_padding
+
+    rng = np.random.default_rng(seed)
+    x, kernel, bias = arrays(rng, batch, steps, 3), arrays(rng, size, 3, 4), arrays(rng, 4)
+    pad, length = conv_padding(steps, size, strides, dilation, padding)
+    assume(length >= 1)
+    expected, got = np.empty((batch, length, 4), np.float32), np.empty((batch, length, 4), np.float32)
+    reference.conv1d(x, kernel, bias, strides, dilation, pad, activations.CODES["relu"], expected)
+    cpu.conv1d(x, kernel, bias, strides, dilation, pad, activations.CODES["relu"], got)
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
+@examples
+@given(seed=st.integers(0, 2**31), steps=st.integers(1, 9), size=st.integers(1, 4), strides=st.integers(1, 3),
+       padding=st.sampled_from(["valid", "same"]), is_max=st.booleans())
+def test_pooling_matches_reference(seed, steps, size, strides, padding, is_max):
+    from edgelstm.ir import conv_padding
+
+    rng = np.random.default_rng(seed)
+    x = arrays(rng, 2, steps, 3)
+    pad, length = conv_padding(steps, size, strides, 1, padding)
+    assume(length >= 1)
+    expected, got = np.empty((2, length, 3), np.float32), np.empty((2, length, 3), np.float32)
+    reference.pool1d(x, is_max, size, strides, pad, expected)
+    cpu.pool1d(x, is_max, size, strides, pad, got)
+    np.testing.assert_allclose(got, expected, **TOL)
+    mask = rng.random((2, steps)) > 0.3
+    mask[:, 0] = True
+    expected, got = np.empty((2, 3), np.float32), np.empty((2, 3), np.float32)
+    reference.global_pool1d(x, mask, is_max, expected)
+    cpu.global_pool1d(x, mask, is_max, got)
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
+@examples
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 9), width=st.integers(1, 9))
+def test_normalisation_matches_reference(seed, rows, width):
+    rng = np.random.default_rng(seed)
+    x, a, b = arrays(rng, rows, width, scale=3.0), arrays(rng, width), arrays(rng, width)
+    for name, args in (("batch_norm", (a, b)), ("layer_norm", (a, b, 1e-3))):
+        expected, got = np.empty_like(x), np.empty_like(x)
+        getattr(reference, name)(x, *args, expected)
+        getattr(cpu, name)(x, *args, got)
+        np.testing.assert_allclose(got, expected, **TOL)
+
+
+def test_activations_are_stable_at_extremes():
+    x = np.array([[-1e4, -80.0, -1e-3, 0.0, 1e-3, 80.0, 1e4]], np.float32)
+    for code in GATE_CODES:
+        expected, got = np.empty_like(x), np.empty_like(x)
+        reference.activation(x, code, expected)
+        cpu.activation(x, code, got)
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,128 @@
+"""Model.predict and Stream on hand-built graphs: backends agree, streaming equals predict,
+bad inputs get clear errors."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import edgelstm
+from edgelstm.errors import BackendError, InputError, ShapeError
+from edgelstm.ir import Layer
+
+from .conftest import small_graph
+
+X = np.random.default_rng(7).normal(size=(4, 9, 3)).astype(np.float32)
+
+
+def test_backends_agree():
+    graph = small_graph()
+    np.testing.assert_allclose(edgelstm.Model(graph, "cpu").predict(X),
+                               edgelstm.Model(graph, "reference").predict(X), atol=1e-6)
+
+
+def test_any_batch_and_length_and_chunking():
+    model = edgelstm.Model(small_graph())
+    whole = model.predict(X)
+    np.testing.assert_allclose(model.predict(X, batch_size=3), whole, atol=1e-7)
+    np.testing.assert_allclose(model.predict(X[:1]), whole[:1], atol=1e-7)
+    assert model.predict(X[:, :2]).shape == (4, 2)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_stream_equals_predict_on_prefixes(backend):
+    model = edgelstm.Model(small_graph(), backend)
+    stream = model.stream(batch=4)
+    for t in range(X.shape[1]):
+        np.testing.assert_allclose(stream.step(X[:, t]), model.predict(X[:, :t + 1]), atol=1e-6)
+    stream.reset()
+    np.testing.assert_allclose(stream.step(X[:, 0]), model.predict(X[:, :1]), atol=1e-6)
+
+
+def test_streams_keep_separate_state():
+    model = edgelstm.Model(small_graph())
+    a, b = model.stream(), model.stream()
+    a.step(X[:1, 0])
+    np.testing.assert_allclose(b.step(X[:1, 0]), model.predict(X[:1, :1]), atol=1e-6)
+
+
+def test_predict_from_threads_matches_serial():
+    model = edgelstm.Model(small_graph())
+    inputs = [np.random.default_rng(i).normal(size=(3, 5 + i, 3)).astype(np.float32) for i in range(6)]
+    expected = [model.predict(x) for x in inputs]
+    results = [None] * len(inputs)
+
+    def work(i):
+        for _ in range(20):
+            results[i] = model.predict(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.zeros((2, 5, 4), np.float32), r"shape \(2, 5, 4\), expected \('batch', 'any', 3\)"),
+    (np.zeros((5, 3), np.float32), r"shape \(5, 3\), expected"),
+    (np.zeros((0, 5, 3), np.float32), "empty batch"),
+    (np.array([[["a", "b", "c"]]]), "dtype"),
+])
+def test_bad_inputs_are_named(x, message):
+    with pytest.raises(ShapeError, match=message):
+        edgelstm.Model(small_graph()).predict(x)
+
+
+def test_float64_and_int_inputs_are_accepted():
+    model = edgelstm.Model(small_graph())
+    np.testing.assert_allclose(model.predict(X.astype(np.float64)), model.predict(X), atol=1e-7)
+    assert model.predict(np.ones((1, 2, 3), np.int64)).shape == (1, 2)
+
+
+def test_stream_checks_its_batch():
+    with pytest.raises(ShapeError, match="batch 2, the stream was opened for 1"):
+        edgelstm.Model(small_graph()).stream(batch=1).step(X[:2, 0])
+
+
+def test_non_causal_model_refuses_to_stream():
+    graph = small_graph()
+    graph.layers[1].attrs["go_backwards"] = True
+    with pytest.raises(BackendError, match="layer 'lstm' is not causal"):
+        edgelstm.Model(graph).stream()
+
+
+def test_unknown_backend_lists_choices():
+    with pytest.raises(BackendError, match="auto, cpu, reference"):
+        edgelstm.Model(small_graph(), "tpu")
+
+
+def _embedding_graph():
+    graph = small_graph()
+    table = np.random.default_rng(3).normal(size=(10, 3)).astype(np.float32)
+    graph.layers[0] = Layer("input", "input", [], {"shape": [None], "dtype": "int32"})
+    graph.layers.insert(1, Layer("embed", "embedding", ["input"], {"mask_zero": True}, {"embeddings": table}))
+    graph.layers[2].inputs = ["embed"]
+    return graph
+
+
+def test_token_ids_out_of_range_are_named():
+    model = edgelstm.Model(_embedding_graph())
+    with pytest.raises(InputError, match="token id 10 is outside the range of embedding 'embed' \\[0, 10\\)"):
+        model.predict(np.array([[1, 2, 10]]))
+    with pytest.raises(ShapeError, match="integer token ids"):
+        model.predict(np.array([[1.0, 2.0]]))
+
+
+def test_masked_steps_carry_state_in_predict_and_stream():
+    model = edgelstm.Model(_embedding_graph())
+    ids = np.array([[3, 0, 4, 0, 0], [5, 6, 7, 8, 9]])
+    unmasked = model.predict(np.array([[3, 4], [5, 6]]))
+    y = model.predict(ids)
+    np.testing.assert_allclose(y[0], unmasked[0], atol=1e-6)
+    stream = model.stream(batch=2)
+    for t in range(ids.shape[1]):
+        step = stream.step(ids[:, t])
+    np.testing.assert_allclose(step, y, atol=1e-6)
