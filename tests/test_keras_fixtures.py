@@ -58,3 +58,21 @@ def test_unsupported_models_are_refused_by_name(fixture, tmp_path):
         edgelstm.convert(MODELS / fixture["file"], tmp_path / "out.elstm")
     assert "supported" in str(error.value)
     assert not (tmp_path / "out.elstm").exists()
+
+
+@pytest.mark.parametrize("name, cut", [("lstm_basic.keras", 0.5), ("k2_lstm_basic.h5", 0.5),
+                                       ("lstm_basic.keras", 0.98), ("k2_lstm_basic.h5", 0.9)])
+def test_truncated_keras_files_are_refused(name, cut, tmp_path):
+    data = (MODELS / name).read_bytes()
+    damaged = tmp_path / name
+    damaged.write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(edgelstm.FormatError):
+        edgelstm.convert(damaged, tmp_path / "out.elstm")
+    assert not (tmp_path / "out.elstm").exists()
+
+
+def test_garbage_is_refused_naming_supported_kinds(tmp_path):
+    garbage = tmp_path / "model.h5"
+    garbage.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(edgelstm.FormatError, match="supported: .elstm"):
+        edgelstm.convert(garbage, tmp_path / "out.elstm")
