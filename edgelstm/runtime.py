@@ -23,7 +23,9 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 
 # Layers that keep the time axis step for step: they can run one step at a time.
 _TIME_LOCAL = {"input", "dense", "activation", "embedding", "masking", "batch_norm", "layer_norm", "merge"}
-_KEEPS_MASK = _TIME_LOCAL - {"input", "embedding", "masking"}
+
+
+_MERGE_CODES = {"add": reference.MERGE_ADD, "multiply": reference.MERGE_MULTIPLY, "average": reference.MERGE_AVERAGE}
 
 
 def select_backend(name: str):
@@ -155,9 +157,9 @@ def _build_op(layer: Layer, k) -> _Op:
         value = np.float32(a["mask_value"])
 
         def masking(xs, masks, ws):
-            mask = np.any(xs[0] != value, axis=-1)
             out = ws.buffer(name, xs[0].shape)
-            np.multiply(xs[0], mask[..., None], out=out)
+            mask = ws.buffer(name + "<mask>", xs[0].shape[:2], np.bool_)
+            k.masking(xs[0], value, out, mask)
             return out, mask
         return masking
 
@@ -221,12 +223,7 @@ def _build_op(layer: Layer, k) -> _Op:
                 np.concatenate(xs, axis=-1, out=out)
             else:
                 out = ws.buffer(name, xs[0].shape)
-                fold = np.multiply if op == "multiply" else np.add
-                np.copyto(out, xs[0])
-                for x in xs[1:]:
-                    fold(out, x, out=out)
-                if op == "average":
-                    out /= len(xs)
+                k.merge(tuple(x.reshape(-1) for x in xs), _MERGE_CODES[op], out.reshape(-1))
             return out, _and_masks(masks)
         return merge
 

@@ -138,3 +138,31 @@ def test_activations_are_stable_at_extremes():
         cpu.activation(x, code, got)
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@examples
+@given(seed=st.integers(0, 2**31), batch=st.integers(1, 3), steps=st.integers(1, 6), width=st.integers(1, 4),
+       op=st.sampled_from([reference.MERGE_ADD, reference.MERGE_MULTIPLY, reference.MERGE_AVERAGE]),
+       count=st.integers(2, 3))
+def test_embedding_masking_merge_match_reference(seed, batch, steps, width, op, count):
+    rng = np.random.default_rng(seed)
+    ids, table = rng.integers(0, 5, (batch, steps)), arrays(rng, 5, width)
+    expected, got = np.empty((batch, steps, width), np.float32), np.empty((batch, steps, width), np.float32)
+    reference.embedding(ids, table, expected)
+    cpu.embedding(ids, table, got)
+    np.testing.assert_array_equal(got, expected)
+
+    x = np.where(rng.random((batch, steps, 1)) > 0.5, arrays(rng, batch, steps, width), np.float32(0.5))
+    results = []
+    for module in (reference, cpu):
+        out, mask = np.empty_like(x), np.empty((batch, steps), bool)
+        module.masking(x, np.float32(0.5), out, mask)
+        results.append((out, mask))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+    xs = tuple(arrays(rng, batch * steps * width) for _ in range(count))
+    expected, got = np.empty_like(xs[0]), np.empty_like(xs[0])
+    reference.merge(xs, op, expected)
+    cpu.merge(xs, op, got)
+    np.testing.assert_allclose(got, expected, **TOL)

@@ -12,9 +12,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import activations as A
-from .reference import embedding  # a gather: numpy's fancy indexing is already the fast path
+from .reference import MERGE_AVERAGE, MERGE_MULTIPLY
 
-__all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "conv1d", "pool1d",
+__all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", "merge", "conv1d", "pool1d",
            "global_pool1d", "batch_norm", "layer_norm"]
 
 _jit = dict(cache=True, error_model="numpy")
@@ -70,103 +70,121 @@ def _project(z, bias, x_t, kernel, h, recurrent_kernel):
             z[j] += v * recurrent_kernel[k, j]
 
 
+_LSTM, _GRU, _RNN = range(3)
+_NONE = np.zeros((1, 0), np.float32)  # the cell state of cells that have none: c[0] is an empty row
+
+
 @njit(**_jit)
-def _emit_masked(out, b, s, h, zero_output_for_mask):
-    for j in range(h.shape[0]):
-        out[b, s, j] = 0.0 if zero_output_for_mask else h[j]
+def _cell_step(cell, x_t, h, c, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
+               xz, hz, new_h):
+    """One step of an LSTM, GRU or simple RNN cell for one sequence: new_h from x_t and h (c updated)."""
+    units = h.shape[0]
+    empty = x_t[:0]
+    if cell == _GRU:
+        _project(xz, bias, x_t, kernel, empty, recurrent_kernel)
+        _project(hz, recurrent_bias, empty, kernel, h, recurrent_kernel)
+        if not reset_after:  # the candidate's recurrent product must see r * h: redo that block
+            for j in range(units):
+                new_h[j] = A.apply(rec_act, xz[units + j] + hz[units + j]) * h[j]
+            hz[2 * units:] = recurrent_bias[2 * units:]
+            for k in range(units):
+                v = new_h[k]
+                for j in range(units):
+                    hz[2 * units + j] += v * recurrent_kernel[k, 2 * units + j]
+        for j in range(units):
+            update = A.apply(rec_act, xz[j] + hz[j])
+            if reset_after:
+                reset = A.apply(rec_act, xz[units + j] + hz[units + j])
+                cand = A.apply(act, xz[2 * units + j] + reset * hz[2 * units + j])
+            else:
+                cand = A.apply(act, xz[2 * units + j] + hz[2 * units + j])
+            new_h[j] = update * h[j] + (1.0 - update) * cand
+        return
+    _project(xz, bias, x_t, kernel, h, recurrent_kernel)
+    if cell == _RNN:
+        for j in range(units):
+            new_h[j] = A.apply(act, xz[j])
+        return
+    for j in range(units):
+        cell_j = (A.apply(rec_act, xz[units + j]) * c[j]
+                  + A.apply(rec_act, xz[j]) * A.apply(act, xz[2 * units + j]))
+        c[j] = cell_j
+        new_h[j] = A.apply(rec_act, xz[3 * units + j]) * A.apply(act, cell_j)
 
 
 @njit(parallel=True, **_jit)
+def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
+              go_backwards, return_sequences, zero_output_for_mask, h, c, out):
+    """Run a cell over x [B, T, I] with Keras's masking rule; one sequence per parallel task."""
+    batch, steps = x.shape[0], x.shape[1]
+    units = h.shape[1]
+    width = bias.shape[0]
+    for b in prange(batch):
+        xz = np.empty(width, np.float32)
+        hz = np.empty(width, np.float32)
+        new_h = np.empty(units, np.float32)
+        c_b = c[b] if cell == _LSTM else c[0]
+        for s in range(steps):
+            t = steps - 1 - s if go_backwards else s
+            if not mask[b, t]:
+                if return_sequences:
+                    for j in range(units):
+                        out[b, s, j] = 0.0 if zero_output_for_mask else h[b, j]
+                continue
+            _cell_step(cell, x[b, t], h[b], c_b, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
+                       reset_after, xz, hz, new_h)
+            h[b, :] = new_h
+            if return_sequences:
+                out[b, s, :] = new_h
+        if not return_sequences:
+            out[b, 0, :] = h[b]
+
+
 def lstm(x, mask, kernel, recurrent_kernel, bias, act, rec_act, go_backwards, return_sequences,
          zero_output_for_mask, h, c, out):
-    batch, steps = x.shape[0], x.shape[1]
-    units = h.shape[1]
-    for b in prange(batch):
-        z = np.empty(4 * units, np.float32)
-        for s in range(steps):
-            t = steps - 1 - s if go_backwards else s
-            if not mask[b, t]:
-                if return_sequences:
-                    _emit_masked(out, b, s, h[b], zero_output_for_mask)
-                continue
-            _project(z, bias, x[b, t], kernel, h[b], recurrent_kernel)
-            for j in range(units):
-                cell = (A.apply(rec_act, z[units + j]) * c[b, j]
-                        + A.apply(rec_act, z[j]) * A.apply(act, z[2 * units + j]))
-                c[b, j] = cell
-                z[j] = A.apply(rec_act, z[3 * units + j]) * A.apply(act, cell)  # z[j] is read above
-            for j in range(units):
-                h[b, j] = z[j]
-                if return_sequences:
-                    out[b, s, j] = z[j]
-        if not return_sequences:
-            out[b, 0, :] = h[b]
+    _sequence(_LSTM, x, mask, kernel, recurrent_kernel, bias, bias, act, rec_act, False,
+              go_backwards, return_sequences, zero_output_for_mask, h, c, out)
 
 
-@njit(parallel=True, **_jit)
 def gru(x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
         go_backwards, return_sequences, zero_output_for_mask, h, out):
-    batch, steps = x.shape[0], x.shape[1]
-    units = h.shape[1]
-    for b in prange(batch):
-        xz = np.empty(3 * units, np.float32)
-        hz = np.empty(3 * units, np.float32)
-        rh = np.empty(units, np.float32)
-        zero_x = np.zeros(0, np.float32)
-        for s in range(steps):
-            t = steps - 1 - s if go_backwards else s
-            if not mask[b, t]:
-                if return_sequences:
-                    _emit_masked(out, b, s, h[b], zero_output_for_mask)
-                continue
-            _project(xz, bias, x[b, t], kernel, zero_x, recurrent_kernel)
-            _project(hz, recurrent_bias, zero_x, kernel, h[b], recurrent_kernel)
-            if not reset_after:
-                # h @ U_h must see r * h: redo that block once r is known
-                for j in range(units):
-                    rh[j] = A.apply(rec_act, xz[units + j] + hz[units + j]) * h[b, j]
-                for j in range(units):
-                    hz[2 * units + j] = recurrent_bias[2 * units + j]
-                for k in range(units):
-                    v = rh[k]
-                    for j in range(units):
-                        hz[2 * units + j] += v * recurrent_kernel[k, 2 * units + j]
-            for j in range(units):
-                zg = A.apply(rec_act, xz[j] + hz[j])
-                if reset_after:
-                    r = A.apply(rec_act, xz[units + j] + hz[units + j])
-                    cand = A.apply(act, xz[2 * units + j] + r * hz[2 * units + j])
-                else:
-                    cand = A.apply(act, xz[2 * units + j] + hz[2 * units + j])
-                rh[j] = zg * h[b, j] + (1.0 - zg) * cand
-            for j in range(units):
-                h[b, j] = rh[j]
-                if return_sequences:
-                    out[b, s, j] = rh[j]
-        if not return_sequences:
-            out[b, 0, :] = h[b]
+    _sequence(_GRU, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
+              go_backwards, return_sequences, zero_output_for_mask, h, _NONE, out)
+
+
+def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_sequences,
+        zero_output_for_mask, h, out):
+    _sequence(_RNN, x, mask, kernel, recurrent_kernel, bias, bias, act, act, False,
+              go_backwards, return_sequences, zero_output_for_mask, h, _NONE, out)
 
 
 @njit(parallel=True, **_jit)
-def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_sequences,
-        zero_output_for_mask, h, out):
-    batch, steps = x.shape[0], x.shape[1]
-    units = h.shape[1]
-    for b in prange(batch):
-        z = np.empty(units, np.float32)
-        for s in range(steps):
-            t = steps - 1 - s if go_backwards else s
-            if not mask[b, t]:
-                if return_sequences:
-                    _emit_masked(out, b, s, h[b], zero_output_for_mask)
-                continue
-            _project(z, bias, x[b, t], kernel, h[b], recurrent_kernel)
-            for j in range(units):
-                h[b, j] = A.apply(act, z[j])
-                if return_sequences:
-                    out[b, s, j] = h[b, j]
-        if not return_sequences:
-            out[b, 0, :] = h[b]
+def embedding(ids, table, out):
+    for b in prange(ids.shape[0]):
+        for t in range(ids.shape[1]):
+            out[b, t, :] = table[ids[b, t]]
+
+
+@njit(parallel=True, **_jit)
+def masking(x, value, out, mask):
+    for b in prange(x.shape[0]):
+        for t in range(x.shape[1]):
+            keep = False
+            for j in range(x.shape[2]):
+                keep = keep or x[b, t, j] != value
+            mask[b, t] = keep
+            for j in range(x.shape[2]):
+                out[b, t, j] = x[b, t, j] if keep else 0.0
+
+
+@njit(**_jit)
+def merge(xs, op, out):
+    out[:] = xs[0]
+    for x in xs[1:]:
+        for i in range(out.shape[0]):
+            out[i] = out[i] * x[i] if op == MERGE_MULTIPLY else out[i] + x[i]
+    if op == MERGE_AVERAGE:
+        out /= len(xs)
 
 
 @njit(parallel=True, **_jit)

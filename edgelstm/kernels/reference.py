@@ -115,6 +115,21 @@ def embedding(ids, table, out):
     out[...] = table[ids]
 
 
+def masking(x, value, out, mask):
+    """mask [B, T] = step has a feature != value; out = x with masked steps zeroed (as Keras does)."""
+    mask[...] = np.any(x != value, axis=-1)
+    out[...] = x * mask[..., None]
+
+
+MERGE_ADD, MERGE_MULTIPLY, MERGE_AVERAGE = range(3)
+
+
+def merge(xs, op, out):
+    """Elementwise sum, product or mean of the same-shaped flat arrays in the tuple `xs`."""
+    fold = np.prod if op == MERGE_MULTIPLY else np.sum
+    out[...] = fold(np.stack(xs), axis=0) / (len(xs) if op == MERGE_AVERAGE else 1)
+
+
 def conv1d(x, kernel, bias, strides, dilation, pad_left, act, out):
     """1-D convolution of x [B, T, I] with kernel [K, I, O]; zeros padded before and after."""
     size = kernel.shape[0]
