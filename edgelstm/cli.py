@@ -31,6 +31,8 @@ class _Group(click.Group):
                 raise
             if isinstance(exc, EdgeLSTMError):
                 message = str(exc)
+            elif isinstance(exc, OSError):
+                message = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
             elif isinstance(exc, MemoryError):
                 message = "out of memory; try a smaller --batch-size"
             else:

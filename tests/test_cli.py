@@ -60,6 +60,13 @@ def test_errors_are_one_line_without_traceback(runner, tmp_path):
     assert result.exit_code == 1 and "expected ('batch', 50, 1)" in result.output
 
 
+def test_unwritable_output_is_named(runner, tmp_path):
+    target = tmp_path / "missing" / "y.npy"
+    result = runner.invoke(main, ["run", str(EXAMPLE), "-i", str(MODELS / "sensor_forecast.input.npy"),
+                                  "-o", str(target)])
+    assert result.exit_code == 1 and f"No such file or directory: {target}" in result.output
+
+
 def test_usage_errors_exit_2(runner):
     assert runner.invoke(main, ["run"]).exit_code == 2
     assert runner.invoke(main, ["frobnicate"]).exit_code == 2
