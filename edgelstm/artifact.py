@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -46,6 +47,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     except OSError as exc:  # name the file the user asked for, not the temporary one
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -54,6 +56,12 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def to_bytes(graph: Graph) -> bytes:
@@ -94,7 +102,7 @@ def write(graph: Graph, path: str | os.PathLike) -> int:
 def read(source: str | os.PathLike | bytes) -> Graph:
     """Read and check an ``.elstm`` file (a path, memory-mapped; or the file's bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _parse(memoryview(source), "the model bytes")
+        return _parse(memoryview(bytes(source)), "the model bytes")  # a private, read-only copy
     path = Path(source)
     try:
         with open(path, "rb") as f:
@@ -106,32 +114,20 @@ def read(source: str | os.PathLike | bytes) -> Graph:
     return _parse(memoryview(buffer), str(path))
 
 
-def read_header(source: str | os.PathLike) -> dict:
-    """The parsed JSON header of an ``.elstm`` file, checked only as far as parsing needs."""
-    with open(source, "rb") as f:
-        data = f.read(8)
-        if len(data) < 8:
-            raise FormatError(f"{source} is too short to be an .elstm model")
-        (size,) = struct.unpack("<Q", data)
-        if size > MAX_HEADER_BYTES:
-            raise FormatError(f"{source} is not an .elstm model (header size {size} is implausible)")
-        return _parse_header(f.read(size), size, str(source))
-
-
 def _parse_header(raw: bytes | memoryview, size: int, where: str) -> dict:
     if len(raw) < size:
         raise FormatError(f"{where} is truncated: the header needs {size} bytes, the file has {len(raw)}")
     try:
         header = json.loads(bytes(raw))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise FormatError(f"{where} is not an .elstm model (its header is not JSON)") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise FormatError(f"{where} is not an .elstm model (no '{FORMAT_NAME}' format tag)")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError:
-        raise FormatError(f"{where} has an unreadable format version") from None
+    version = meta.get("format_version")
+    if not (isinstance(version, str) and version.isdigit() and int(version) >= 1):
+        raise FormatError(f"{where} has an unreadable format version {version!r}")
+    version = int(version)
     if version > FORMAT_VERSION:
         raise FormatError(f"{where} has format version {version}, newer than this edgelstm reads "
                           f"({FORMAT_VERSION}); upgrade edgelstm")
@@ -153,11 +149,13 @@ def _parse(buffer: memoryview, where: str) -> Graph:
     for name, info in header.items():
         try:
             dtype = _DTYPES[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            start, end = (int(v) for v in info["data_offsets"])
+            shape = tuple(info["shape"])
+            start, end = info["data_offsets"]
+            if not all(type(v) is int and 0 <= v < 1 << 48 for v in (*shape, start, end)):
+                raise TypeError
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{where}: tensor '{name}' has a malformed header entry") from None
-        if any(d < 0 for d in shape) or end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        if end - start != math.prod(shape) * dtype.itemsize:
             raise FormatError(f"{where}: tensor '{name}' has shape {shape} but {end - start} bytes")
         if start < 0 or end > len(data):
             raise FormatError(f"{where} is truncated: tensor '{name}' ends at byte {end} of a "
@@ -175,7 +173,7 @@ def _parse(buffer: memoryview, where: str) -> Graph:
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise FormatError(f"{where} is corrupt: the tensor bytes do not match the digest in its header")
     arrays = {
-        name: np.frombuffer(data, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)), offset=start).reshape(shape)
+        name: np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
         for name, (dtype, shape, start) in tensors.items()
     }
     graph_json = meta.get("graph")

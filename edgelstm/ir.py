@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -49,12 +50,7 @@ ACTIVATIONS = (
 """Activation names of the IR. ``hard_sigmoid`` is Keras 3's clip(x/6 + 1/2, 0, 1);
 ``hard_sigmoid_legacy`` is Keras 2's clip(0.2x + 1/2, 0, 1). ``gelu`` is the exact (erf) form."""
 
-RECURRENT_KINDS = ("lstm", "gru", "rnn")
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-MERGE_OPS = ("add", "multiply", "average", "concatenate")
-POOL_OPS = ("max", "average")
-
-_NAME = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")  # importers join sub-layer names with "/"
 
 
 @dataclasses.dataclass
@@ -66,7 +62,7 @@ class Layer:
     inputs: list[str]
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     weights: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    shape: tuple | None = None  # output shape without the batch axis, set by `infer_shapes`
+    shape: tuple | None = None  # output shape without the batch axis, set by `validate`
 
     def param_count(self) -> int:
         return int(sum(w.size for w in self.weights.values()))
@@ -111,15 +107,13 @@ class Graph:
         try:
             doc = json.loads(text)
             layers = [
-                Layer(name=str(d["name"]), kind=str(d["kind"]), inputs=list(d["inputs"]),
+                Layer(name=str(d["name"]), kind=str(d["kind"]), inputs=[str(i) for i in d["inputs"]],
                       attrs=dict(d["attrs"]),
-                      weights={w: tensors[f"{d['name']}/{w}"] for w in d["weights"]})
+                      weights={str(w): tensors[f"{d['name']}/{w}"] for w in d["weights"]})
                 for d in doc["layers"]
             ]
             graph = cls(layers=layers, output=str(doc["output"]), metadata=dict(doc["metadata"]))
-        except FormatError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise FormatError(f"the model graph is malformed ({type(exc).__name__}: {exc})") from None
         used = {f"{l.name}/{w}" for l in graph.layers for w in l.weights}
         extra = sorted(set(tensors) - used)
@@ -129,16 +123,31 @@ class Graph:
         return graph
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation and shape inference
+RECURRENT_KINDS = ("lstm", "gru", "rnn")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+MERGE_OPS = ("add", "multiply", "average", "concatenate")
+POOL_OPS = ("max", "average")
+MAX_REPEAT = 1 << 20
 
-def _require(cond: bool, error: type, message: str) -> None:
-    if not cond:
-        raise error(message)
 
+def mask_rule(layer: Layer) -> str:
+    """How `layer`'s output mask follows from its inputs' masks, as in Keras.
 
-def _dim(value: Any) -> int | None:
-    return None if value is None else int(value)
+    ``produce``: the layer makes a new mask (``embedding`` with ``mask_zero``, ``masking``);
+    ``pass``: it hands on its input's mask; ``drop``: its output has no mask; ``merge``: the
+    inputs' masks are combined by the layer's ``mask_combine`` attribute, ``all`` (Keras 2: AND of
+    the masks present) or ``any`` (Keras 3: OR when every input has a mask, else none).
+    A ``reverse`` layer passes its mask unreversed: it realigns a ``go_backwards`` layer's output,
+    whose mask Keras leaves in the original order.
+    """
+    kind = layer.kind
+    if kind == "masking" or (kind == "embedding" and layer.attrs["mask_zero"]):
+        return "produce"
+    if kind in RECURRENT_KINDS:
+        return "pass" if layer.attrs["return_sequences"] else "drop"
+    if kind in ("dense", "activation", "batch_norm", "layer_norm", "reverse"):
+        return "pass"
+    return "merge" if kind == "merge" else "drop"
 
 
 def conv_padding(length: int, size: int, stride: int, dilation: int, padding: str) -> tuple[int, int]:
@@ -152,131 +161,177 @@ def conv_padding(length: int, size: int, stride: int, dilation: int, padding: st
     return left, max((length + left - span) // stride + 1, 0)
 
 
-def _conv_length(length: int | None, size: int, stride: int, dilation: int, padding: str) -> int | None:
-    return None if length is None else conv_padding(length, size, stride, dilation, padding)[1]
+# ---------------------------------------------------------------------------------------------
+# The schema: every attribute of every kind, with its type, and every weight's name
+
+def _integer(low: int, high: int = 1 << 31):
+    return lambda v: type(v) is int and low <= v <= high
+
+
+def _choice(*options):
+    return lambda v: isinstance(v, str) and v in options
+
+
+def _flag(v) -> bool:
+    return type(v) is bool
+
+
+def _finite(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+_ACTIVATION = _choice(*ACTIVATIONS)
+_GATE_ACTIVATION = _choice(*(a for a in ACTIVATIONS if a != "softmax"))
+_RECURRENT = {"units": _integer(1), "return_sequences": _flag, "go_backwards": _flag, "stateful": _flag,
+              "zero_output_for_mask": _flag, "activation": _GATE_ACTIVATION}
+_WINDOW = {"strides": _integer(1, 1 << 20)}
+
+SCHEMA: dict[str, tuple[dict, tuple]] = {
+    # kind: (attribute checks, weight names)
+    "input": ({"shape": lambda v: isinstance(v, list) and all(d is None or _integer(1)(d) for d in v),
+               "dtype": _choice("float32", "int32")}, ()),
+    "lstm": ({**_RECURRENT, "recurrent_activation": _GATE_ACTIVATION}, ("kernel", "recurrent_kernel", "bias")),
+    "gru": ({**_RECURRENT, "recurrent_activation": _GATE_ACTIVATION, "reset_after": _flag},
+            ("kernel", "recurrent_kernel", "bias", "recurrent_bias")),
+    "rnn": (_RECURRENT, ("kernel", "recurrent_kernel", "bias")),
+    "dense": ({"activation": _ACTIVATION}, ("kernel", "bias")),
+    "activation": ({"activation": _ACTIVATION}, ()),
+    "embedding": ({"mask_zero": _flag}, ("embeddings",)),
+    "masking": ({"mask_value": _finite}, ()),
+    "reverse": ({}, ()),
+    "repeat": ({"n": _integer(1, MAX_REPEAT)}, ()),
+    "flatten": ({}, ()),
+    "conv1d": ({**_WINDOW, "dilation": _integer(1, 1 << 20), "padding": _choice("valid", "same", "causal"),
+                "activation": _ACTIVATION}, ("kernel", "bias")),
+    "pool1d": ({**_WINDOW, "op": _choice(*POOL_OPS), "pool_size": _integer(1, 1 << 20),
+                "padding": _choice("valid", "same")}, ()),
+    "global_pool1d": ({"op": _choice(*POOL_OPS)}, ()),
+    "batch_norm": ({}, ("scale", "offset")),
+    "layer_norm": ({"epsilon": lambda v: _finite(v) and v >= 0}, ("gamma", "beta")),
+    "merge": ({"op": _choice(*MERGE_OPS), "mask_combine": _choice("all", "any")}, ()),
+}
+"""Per kind: a check for each attribute (all required) and the weights the layer must hold.
+Layers may carry extra attributes for information (an input's fixed ``batch``); they are not read."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and shape inference
+
+def _require(cond: bool, error: type, message: str) -> None:
+    if not cond:
+        raise error(message)
 
 
 def _weight(layer: Layer, name: str, shape: tuple, error: type) -> None:
-    w = layer.weights.get(name)
-    _require(w is not None, error, f"layer '{layer.name}' ({layer.kind}) lacks weight '{name}'")
+    w = layer.weights[name]
     _require(w.dtype == np.float32, error,
              f"layer '{layer.name}': weight '{name}' has dtype {w.dtype}, expected float32")
     _require(tuple(w.shape) == tuple(shape), error,
              f"layer '{layer.name}': weight '{name}' has shape {tuple(w.shape)}, expected {tuple(shape)}")
 
 
-def _infer(layer: Layer, shapes: list[tuple], error: type) -> tuple:
-    """Output shape of one layer from its input shapes; checks weights and attributes."""
-    kind, a = layer.kind, layer.attrs
-    x = shapes[0] if shapes else None
+def _window_length(layer: Layer, length: int | None, size: int, dilation: int) -> int | None:
+    if length is None:
+        return None
+    return conv_padding(length, size, layer.attrs["strides"], dilation, layer.attrs["padding"])[1]
+
+
+def infer_shape(layer: Layer, shapes: list[tuple], error: type = ShapeError) -> tuple:
+    """Output shape of `layer` (attributes already checked) from its input shapes; checks weights."""
+    kind, a, w = layer.kind, layer.attrs, layer.weights
+    x = shapes[0] if shapes else ()
+    where = f"layer '{layer.name}' ({kind})"
+
+    def needs(rank: int, what: str) -> None:
+        _require(len(x) == rank, error, f"{where} needs {what}, got shape {x}")
+
     if kind == "input":
-        return tuple(_dim(d) for d in a["shape"])
+        return tuple(a["shape"])
     if kind in RECURRENT_KINDS:
-        _require(len(x) == 2, error, f"layer '{layer.name}' ({kind}) needs a sequence [time, features], got {x}")
-        units, gates = int(a["units"]), GATES[kind]
+        needs(2, "a sequence [time, features]")
+        units, gates = a["units"], GATES[kind]
         _weight(layer, "kernel", (x[1], gates * units), error)
         _weight(layer, "recurrent_kernel", (units, gates * units), error)
         _weight(layer, "bias", (gates * units,), error)
         if kind == "gru":
             _weight(layer, "recurrent_bias", (gates * units,), error)
-        for key in ("activation", "recurrent_activation") if kind != "rnn" else ("activation",):
-            _require(a[key] in ACTIVATIONS and a[key] != "softmax", error,
-                     f"layer '{layer.name}': {key} '{a[key]}' is not one of {ACTIVATIONS[:-1]}")
         return (x[0], units) if a["return_sequences"] else (units,)
-    if kind == "dense":
-        _require(len(x) >= 1, error, f"layer '{layer.name}' (dense) needs an input with features")
-        out = layer.weights["kernel"].shape[1] if "kernel" in layer.weights else -1
-        _weight(layer, "kernel", (x[-1], out), error)
-        _weight(layer, "bias", (out,), error)
-        _require(a["activation"] in ACTIVATIONS, error, f"layer '{layer.name}': unknown activation '{a['activation']}'")
-        return x[:-1] + (out,)
-    if kind == "activation":
-        _require(a["activation"] in ACTIVATIONS, error, f"layer '{layer.name}': unknown activation '{a['activation']}'")
-        return x
+    if kind in ("dense", "conv1d"):
+        if kind == "conv1d" or len(x) != 1:
+            needs(2, "an input [time, features] or [features]" if kind == "dense" else "a sequence")
+        kernel = w["kernel"]
+        _require(kernel.ndim == (2 if kind == "dense" else 3) and kernel.shape[-1] >= 1, error,
+                 f"{where} has a kernel of shape {kernel.shape}")
+        _weight(layer, "kernel", (x[-1], kernel.shape[-1]) if kind == "dense" else
+                (kernel.shape[0], x[1], kernel.shape[2]), error)
+        _weight(layer, "bias", (kernel.shape[-1],), error)
+        if kind == "dense":
+            return x[:-1] + (kernel.shape[-1],)
+        _require(kernel.shape[0] >= 1, error, f"{where} has an empty kernel")
+        return (_window_length(layer, x[0], kernel.shape[0], a["dilation"]), kernel.shape[2])
     if kind == "embedding":
-        _require(len(x) == 1, error, f"layer '{layer.name}' (embedding) needs token ids [time], got {x}")
-        table = layer.weights.get("embeddings")
-        _require(table is not None and table.ndim == 2, error, f"layer '{layer.name}' lacks a 2-D embedding table")
+        needs(1, "token ids [time]")
+        table = w["embeddings"]
+        _require(table.ndim == 2 and min(table.shape) >= 1, error, f"{where} has a table of shape {table.shape}")
         _weight(layer, "embeddings", table.shape, error)
         return (x[0], table.shape[1])
-    if kind == "masking":
-        return x
-    if kind == "reverse":
-        _require(len(x) == 2, error, f"layer '{layer.name}' (reverse) needs a sequence, got {x}")
+    if kind in ("activation", "masking", "batch_norm", "layer_norm", "reverse"):
+        if kind in ("masking", "reverse"):
+            needs(2, "a sequence")
+        _require(len(x) >= 1, error, f"{where} needs an input with features")
+        for name in SCHEMA[kind][1]:
+            _weight(layer, name, (x[-1],), error)
         return x
     if kind == "repeat":
-        _require(len(x) == 1, error, f"layer '{layer.name}' (repeat) needs a vector input, got {x}")
-        return (int(a["n"]), x[0])
+        needs(1, "a vector input")
+        return (a["n"], x[0])
     if kind == "flatten":
-        _require(all(d is not None for d in x), error,
-                 f"layer '{layer.name}' (flatten) needs a fixed sequence length; the input is {x}")
-        return (int(np.prod(x)),)
-    if kind == "conv1d":
-        _require(len(x) == 2, error, f"layer '{layer.name}' (conv1d) needs a sequence, got {x}")
-        k = layer.weights.get("kernel")
-        _require(k is not None and k.ndim == 3, error, f"layer '{layer.name}' lacks a 3-D kernel")
-        _weight(layer, "kernel", (k.shape[0], x[1], k.shape[2]), error)
-        _weight(layer, "bias", (k.shape[2],), error)
-        _require(a["padding"] in ("valid", "same", "causal"), error, f"layer '{layer.name}': padding '{a['padding']}'")
-        _require(a["activation"] in ACTIVATIONS, error, f"layer '{layer.name}': unknown activation '{a['activation']}'")
-        _require(int(a["strides"]) >= 1 and int(a["dilation"]) >= 1, error, f"layer '{layer.name}': bad strides/dilation")
-        return (_conv_length(x[0], k.shape[0], int(a["strides"]), int(a["dilation"]), a["padding"]), k.shape[2])
+        _require(len(x) >= 1 and all(d is not None for d in x), error,
+                 f"{where} needs a fixed sequence length; the input is {x}")
+        return (math.prod(x),)
     if kind == "pool1d":
-        _require(len(x) == 2, error, f"layer '{layer.name}' (pool1d) needs a sequence, got {x}")
-        _require(a["op"] in POOL_OPS and a["padding"] in ("valid", "same"), error, f"layer '{layer.name}': bad pooling")
-        _require(int(a["pool_size"]) >= 1 and int(a["strides"]) >= 1, error, f"layer '{layer.name}': bad pool size/strides")
-        return (_conv_length(x[0], int(a["pool_size"]), int(a["strides"]), 1, a["padding"]), x[1])
+        needs(2, "a sequence")
+        return (_window_length(layer, x[0], a["pool_size"], 1), x[1])
     if kind == "global_pool1d":
-        _require(len(x) == 2 and a["op"] in POOL_OPS, error, f"layer '{layer.name}' (global_pool1d) needs a sequence")
+        needs(2, "a sequence")
         return (x[1],)
-    if kind == "batch_norm":
-        _weight(layer, "scale", (x[-1],), error)
-        _weight(layer, "offset", (x[-1],), error)
-        return x
-    if kind == "layer_norm":
-        _weight(layer, "gamma", (x[-1],), error)
-        _weight(layer, "beta", (x[-1],), error)
-        return x
-    if kind == "merge":
-        _require(a["op"] in MERGE_OPS, error, f"layer '{layer.name}': unknown merge op '{a['op']}'")
-        _require(len(shapes) >= 2, error, f"layer '{layer.name}' (merge) needs two or more inputs")
-        if a["op"] == "concatenate":
-            _require(len({len(s) for s in shapes}) == 1 and all(s[:-1] == x[:-1] for s in shapes), error,
-                     f"layer '{layer.name}': cannot concatenate shapes {shapes} on the last axis")
-            return x[:-1] + (sum(s[-1] for s in shapes),)
-        _require(all(s == x for s in shapes), error, f"layer '{layer.name}': merged shapes differ: {shapes}")
-        return x
-    raise error(f"layer '{layer.name}' has unknown kind '{kind}'")
-
-
-KINDS = ("input", *RECURRENT_KINDS, "dense", "activation", "embedding", "masking",
-         "reverse", "repeat", "flatten", "conv1d", "pool1d", "global_pool1d", "batch_norm",
-         "layer_norm", "merge")
+    # merge
+    _require(len(shapes) >= 2, error, f"{where} needs two or more inputs")
+    if a["op"] == "concatenate":
+        _require(all(len(s) == len(x) >= 1 and s[:-1] == x[:-1] for s in shapes), error,
+                 f"{where} cannot concatenate shapes {shapes} on the last axis")
+        return x[:-1] + (sum(s[-1] for s in shapes),)
+    _require(all(s == x for s in shapes), error, f"{where}: merged shapes differ: {shapes}")
+    return x
 
 
 def validate(graph: Graph, error: type = ShapeError) -> None:
-    """Check names, wiring, attributes and weight shapes; set every layer's output `shape`.
+    """Check names, wiring, attributes and weights; set every layer's output `shape`.
 
     `error` is the exception raised on a problem: `FormatError` when reading a file,
-    `ShapeError` (the default) when an importer builds the graph.
+    `ShapeError` (the default) for a graph built in memory.
     """
     _require(bool(graph.layers) and graph.layers[0].kind == "input", error, "the graph must start with its input layer")
-    first = graph.layers[0]
-    _require(first.attrs.get("dtype") in ("float32", "int32"), error, "the input dtype must be float32 or int32")
-    _require(len(first.attrs.get("shape", ())) == (1 if first.attrs["dtype"] == "int32" else 2), error,
-             "the input shape must be [time, features] (or [time] for token ids)")
     shapes: dict[str, tuple] = {}
     for index, layer in enumerate(graph.layers):
         _require(isinstance(layer.name, str) and bool(_NAME.match(layer.name)), error, f"bad layer name {layer.name!r}")
         _require(layer.name not in shapes, error, f"two layers are named '{layer.name}'")
-        _require(layer.kind in KINDS, error, f"layer '{layer.name}' has unknown kind '{layer.kind}'")
+        _require(layer.kind in SCHEMA, error, f"layer '{layer.name}' has unknown kind '{layer.kind}'")
         _require((index == 0) == (layer.kind == "input"), error, "only the first layer may be the input")
         _require(index == 0 or len(layer.inputs) >= 1, error, f"layer '{layer.name}' reads no input")
+        _require(layer.kind == "merge" or len(layer.inputs) <= 1, error, f"layer '{layer.name}' reads several inputs")
+        checks, weights = SCHEMA[layer.kind]
+        for key, ok in checks.items():
+            _require(key in layer.attrs and ok(layer.attrs[key]), error,
+                     f"layer '{layer.name}' ({layer.kind}) has a missing or bad attribute "
+                     f"'{key}': {layer.attrs.get(key)!r}")
+        _require(sorted(layer.weights) == sorted(weights), error,
+                 f"layer '{layer.name}' ({layer.kind}) holds weights {sorted(layer.weights)}, expected {sorted(weights)}")
         for src in layer.inputs:
             _require(src in shapes, error, f"layer '{layer.name}' reads '{src}', which is not an earlier layer")
-        try:
-            layer.shape = _infer(layer, [shapes[s] for s in layer.inputs], error)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise error(f"layer '{layer.name}' ({layer.kind}) has a missing or bad attribute: {exc}") from None
+        layer.shape = infer_shape(layer, [shapes[s] for s in layer.inputs], error)
         shapes[layer.name] = layer.shape
+    first = graph.layers[0]
+    _require(len(first.shape) == (1 if first.attrs["dtype"] == "int32" else 2), error,
+             "the input shape must be [time, features] (or [time] for token ids)")
     _require(graph.output in shapes, error, f"the output '{graph.output}' is not a layer")

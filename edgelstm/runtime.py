@@ -2,20 +2,21 @@
 
 The runtime turns each IR layer into an `_Op`: a closure over the layer's weights that calls one
 kernel of the chosen backend, writing into a buffer of a `_Workspace`. It does no maths itself.
-Masks follow Keras: produced by ``embedding`` (``mask_zero``) and ``masking``, consumed by
-recurrent layers and the average global pooling, passed on by time-local layers, combined with a
-logical AND by merges, and dropped by layers that change the time axis.
+Masks (boolean [batch, time]) travel beside the values by `ir.mask_rule`; recurrent layers and
+the average global pooling consume them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Callable
 
+import numba
 import numpy as np
 
 from .errors import BackendError, InputError, ShapeError
-from .ir import RECURRENT_KINDS, Graph, Layer, conv_padding, validate
+from .ir import RECURRENT_KINDS, Graph, Layer, conv_padding, mask_rule, validate
 from .kernels import activations, cpu, reference
 
 BACKENDS = {"cpu": cpu, "reference": reference}
@@ -26,6 +27,19 @@ _TIME_LOCAL = {"input", "dense", "activation", "embedding", "masking", "batch_no
 
 
 _MERGE_CODES = {"add": reference.MERGE_ADD, "multiply": reference.MERGE_MULTIPLY, "average": reference.MERGE_AVERAGE}
+
+
+_WORKQUEUE_LOCK = threading.Lock()
+
+
+def _parallel_guard():
+    """A lock when numba runs on its ``workqueue`` threading layer (used when neither OpenMP nor
+    TBB is installed), which aborts the process if two threads enter parallel code at once."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process yet: be safe
+        return _WORKQUEUE_LOCK
+    return _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
 
 
 def select_backend(name: str):
@@ -70,7 +84,7 @@ class _Workspace:
                 array.fill(0.0)
 
 
-# An op maps (input arrays, input masks, workspace) to (output array, output mask or None).
+# An op maps (input arrays, input masks, workspace) to (output array, the mask it produces or None).
 _Op = Callable[[list, list, _Workspace], tuple]
 
 
@@ -78,9 +92,18 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
-def _and_masks(masks: list) -> np.ndarray | None:
+def _output_mask(layer: Layer, rule: str, produced, masks: list):
+    """The mask `layer` hands on, by its `mask_rule`."""
+    if rule == "produce":
+        return produced
+    if rule == "pass":
+        return masks[0]
+    if rule == "drop":
+        return None
     present = [m for m in masks if m is not None]
-    return np.logical_and.reduce(present) if present else None
+    if layer.attrs["mask_combine"] == "all":
+        return np.logical_and.reduce(present) if present else None
+    return np.logical_or.reduce(present) if len(present) == len(masks) else None
 
 
 def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool = False) -> tuple[int, int]:
@@ -118,7 +141,7 @@ def _build_op(layer: Layer, k) -> _Op:
             else:
                 (h,) = ws.state(layer, batch, 1)
                 k.rnn(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], act, back, rs, zero, h, out)
-            return (out, masks[0]) if rs else (out[:, 0], None)
+            return (out if rs else out[:, 0]), None
         return recurrent
 
     if layer.kind in ("dense", "activation", "batch_norm", "layer_norm"):
@@ -136,7 +159,7 @@ def _build_op(layer: Layer, k) -> _Op:
                 k.batch_norm(rows, w["scale"], w["offset"], out_rows)
             else:
                 k.layer_norm(rows, w["gamma"], w["beta"], float(a["epsilon"]), out_rows)
-            return out, masks[0]
+            return out, None
         return rowwise
 
     if layer.kind == "embedding":
@@ -201,7 +224,7 @@ def _build_op(layer: Layer, k) -> _Op:
         def reverse(xs, masks, ws):
             out = ws.buffer(name, xs[0].shape)
             np.copyto(out, xs[0][:, ::-1])
-            return out, masks[0]  # Keras keeps a go_backwards layer's mask unreversed: this realigns it
+            return out, None
         return reverse
 
     if layer.kind == "repeat":
@@ -218,13 +241,17 @@ def _build_op(layer: Layer, k) -> _Op:
         op = a["op"]
 
         def merge(xs, masks, ws):
+            if any(x.shape[:-1] != xs[0].shape[:-1] or (op != "concatenate" and x.shape != xs[0].shape)
+                   for x in xs):
+                raise ShapeError(f"layer '{name}' ({op}) gets inputs of shapes {[x.shape for x in xs]}; "
+                                 "they must match")
             if op == "concatenate":
                 out = ws.buffer(name, xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),))
                 np.concatenate(xs, axis=-1, out=out)
             else:
                 out = ws.buffer(name, xs[0].shape)
                 k.merge(tuple(x.reshape(-1) for x in xs), _MERGE_CODES[op], out.reshape(-1))
-            return out, _and_masks(masks)
+            return out, None
         return merge
 
     raise BackendError(f"layer '{name}' of kind '{layer.kind}' has no kernel")
@@ -234,11 +261,11 @@ class Model:
     """A loaded model, ready to run. Build one with `edgelstm.load`."""
 
     def __init__(self, graph: Graph, backend: str = "auto"):
+        kernels = select_backend(backend)
         validate(graph)
         self.graph = graph
         self.backend = "cpu" if backend == "auto" else backend
-        kernels = select_backend(backend)
-        self._ops = [(layer, _build_op(layer, kernels)) for layer in graph.layers[1:]]
+        self._ops = [(layer, mask_rule(layer), _build_op(layer, kernels)) for layer in graph.layers[1:]]
         self._local = threading.local()
 
     @property
@@ -257,12 +284,18 @@ class Model:
     def _check_input(self, x, sequence: bool = True) -> np.ndarray:
         """The input as a contiguous array of the model's dtype, or a clear error."""
         expected = self.input_shape if sequence else self.input_shape[1:]
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except ValueError as exc:  # ragged nested lists
+            raise ShapeError(f"input is not a regular array: {exc}") from None
         want = ("batch",) + tuple("any" if d is None else d for d in expected)
         if arr.ndim != len(expected) + 1 or any(d is not None and d != g for d, g in zip(expected, arr.shape[1:])):
             raise ShapeError(f"input has shape {arr.shape}, expected {want}")
+        if arr.shape[0] == 0 or (sequence and arr.shape[1] == 0):
+            raise ShapeError(f"input has shape {arr.shape}: it needs at least one sequence of at least one step")
         if self.input_dtype.kind == "i":
-            if arr.dtype.kind not in "iu":
+            whole = arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0))
+            if not whole:
                 raise ShapeError(f"input has dtype {arr.dtype}, expected integer token ids")
             return np.ascontiguousarray(arr, np.int64)
         if arr.dtype.kind not in "fiub":
@@ -271,9 +304,11 @@ class Model:
 
     def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
         values, masks = {self.graph.input.name: x}, {self.graph.input.name: None}
-        for layer, op in self._ops:
-            values[layer.name], masks[layer.name] = op(
-                [values[s] for s in layer.inputs], [masks[s] for s in layer.inputs], ws)
+        with _parallel_guard():
+            for layer, rule, op in self._ops:
+                in_masks = [masks[s] for s in layer.inputs]
+                values[layer.name], produced = op([values[s] for s in layer.inputs], in_masks, ws)
+                masks[layer.name] = _output_mask(layer, rule, produced, in_masks)
         return values[self.graph.output]
 
     def _workspace(self) -> _Workspace:
@@ -289,8 +324,8 @@ class Model:
         chunks to bound memory. Safe to call from several threads at once.
         """
         x = self._check_input(x)
-        if x.shape[0] == 0:
-            raise ShapeError("input has an empty batch (shape %s)" % (x.shape,))
+        if batch_size is not None and not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+            raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         ws = self._workspace()
         chunk = batch_size or x.shape[0]
         parts = []

@@ -112,3 +112,62 @@ def test_write_is_atomic(tmp_path):
         artifact.atomic_write(target, fail)
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["model.elstm"]
+
+
+def _edit_graph(path, change):
+    def edit(header):
+        graph = json.loads(header["__metadata__"]["graph"])
+        change(graph)
+        header["__metadata__"]["graph"] = json.dumps(graph)
+    _rewrite_header(path, edit)
+
+
+def _set_attr(index, key, value):
+    return lambda g: g["layers"][index]["attrs"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change", [
+    _set_attr(1, "units", "5"), _set_attr(1, "units", 5.0), _set_attr(1, "units", -5), _set_attr(1, "units", 1e999),
+    _set_attr(1, "return_sequences", "false"), _set_attr(1, "activation", "exp"), _set_attr(0, "shape", 5),
+    _set_attr(0, "shape", [None, "3"]), _set_attr(3, "activation", None),
+    lambda g: g["layers"][1]["attrs"].pop("go_backwards"),
+    lambda g: g["layers"][2].__setitem__("inputs", [["lstm"]]),
+    lambda g: g["layers"][2].__setitem__("inputs", ["lstm", "lstm"]),
+    lambda g: g["layers"][2].__setitem__("kind", "transformer"),
+    lambda g: g["layers"][3].__setitem__("weights", ["kernel"]),
+    lambda g: g.__setitem__("output", "nowhere"),
+    lambda g: g.__setitem__("layers", [[[[]]]]),
+])
+def test_crafted_graphs_are_refused(elstm_file, change):
+    _edit_graph(elstm_file, change)
+    with pytest.raises(FormatError):
+        edgelstm.load(elstm_file)
+
+
+@pytest.mark.parametrize("change", [
+    lambda h: h["__metadata__"].update(format_version=["1"]),
+    lambda h: h["__metadata__"].update(format_version="-1"),
+    lambda h: h["__metadata__"].update(graph="[" * 100000),
+    lambda h: h["lstm/kernel"].update(shape=[2 ** 62, 4, 1]),
+    lambda h: h["lstm/kernel"].update(data_offsets=[-8, 232]),
+])
+def test_crafted_headers_are_refused(elstm_file, change):
+    _rewrite_header(elstm_file, change)
+    with pytest.raises(FormatError):
+        edgelstm.load(elstm_file)
+
+
+def test_deeply_nested_header_is_refused(tmp_path):
+    head = b"[" * 200000
+    path = tmp_path / "deep.elstm"
+    path.write_bytes(struct.pack("<Q", len(head)) + head)
+    with pytest.raises(FormatError):
+        edgelstm.load(path)
+
+
+def test_written_files_get_the_usual_permissions(elstm_file):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert elstm_file.stat().st_mode & 0o777 == 0o666 & ~umask

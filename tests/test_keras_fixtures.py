@@ -76,3 +76,22 @@ def test_garbage_is_refused_naming_supported_kinds(tmp_path):
     garbage.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(edgelstm.FormatError, match="supported: .elstm"):
         edgelstm.convert(garbage, tmp_path / "out.elstm")
+
+
+def test_gru_without_reset_after_key_follows_its_bias(tmp_path):
+    """Keras before 2.1 wrote no reset_after; a 1-D bias means the reset gate acts before the product."""
+    import json
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "old_gru.h5"
+    shutil.copy(MODELS / "k2_gru_reset_after_false.h5", path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            layer["config"].pop("reset_after", None)
+        f.attrs["model_config"] = json.dumps(config)
+    x = np.load(MODELS / "k2_gru_reset_after_false.input.npy")
+    expected = np.load(MODELS / "k2_gru_reset_after_false.output.npy")
+    np.testing.assert_allclose(edgelstm.load(path).predict(x), expected, atol=ATOL, rtol=0)

@@ -1,7 +1,11 @@
 """Model.predict and Stream on hand-built graphs: backends agree, streaming equals predict,
 bad inputs get clear errors."""
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,12 +72,39 @@ def test_predict_from_threads_matches_serial():
 @pytest.mark.parametrize("x, message", [
     (np.zeros((2, 5, 4), np.float32), r"shape \(2, 5, 4\), expected \('batch', 'any', 3\)"),
     (np.zeros((5, 3), np.float32), r"shape \(5, 3\), expected"),
-    (np.zeros((0, 5, 3), np.float32), "empty batch"),
+    (np.zeros((0, 5, 3), np.float32), "at least one sequence"),
+    (np.zeros((2, 0, 3), np.float32), "at least one step"),
+    ([[[1, 2, 3]], [[1, 2]]], "not a regular array"),
     (np.array([[["a", "b", "c"]]]), "dtype"),
 ])
 def test_bad_inputs_are_named(x, message):
     with pytest.raises(ShapeError, match=message):
         edgelstm.Model(small_graph()).predict(x)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+def test_bad_batch_size_is_named(batch_size):
+    with pytest.raises(InputError, match="batch_size"):
+        edgelstm.Model(small_graph()).predict(X, batch_size=batch_size)
+
+
+def test_threads_are_safe_on_the_workqueue_layer():
+    script = (
+        "import threading, numpy as np, edgelstm\n"
+        "from tests.conftest import small_graph\n"
+        "m = edgelstm.Model(small_graph())\n"
+        "x = np.ones((8, 30, 3), np.float32)\n"
+        "want = m.predict(x)\n"
+        "def work():\n"
+        "    for _ in range(30): assert np.array_equal(m.predict(x), want)\n"
+        "ts = [threading.Thread(target=work) for _ in range(4)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "import numba; print(numba.threading_layer())\n")
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "workqueue"
 
 
 def test_float64_and_int_inputs_are_accepted():
@@ -113,7 +144,8 @@ def test_token_ids_out_of_range_are_named():
     with pytest.raises(InputError, match="token id 10 is outside the range of embedding 'embed' \\[0, 10\\)"):
         model.predict(np.array([[1, 2, 10]]))
     with pytest.raises(ShapeError, match="integer token ids"):
-        model.predict(np.array([[1.0, 2.0]]))
+        model.predict(np.array([[1.5, 2.0]]))
+    np.testing.assert_array_equal(model.predict(np.array([[1.0, 2.0]])), model.predict(np.array([[1, 2]])))
 
 
 def test_masked_steps_carry_state_in_predict_and_stream():

@@ -61,8 +61,8 @@ VOCAB, EMBED_DIM = 50, 8
 TOKEN_LENGTHS = (7, 4, 2)  # valid tokens per row; the rest is 0-padding
 STATEFUL_BATCH = 2
 
-FRAMEWORKS = {"keras3": keras, "keras3-h5": keras, "keras2-h5": tf_keras}
-EXTENSIONS = {"keras3": ".keras", "keras3-h5": ".h5", "keras2-h5": ".h5"}
+FRAMEWORKS = {"keras3": keras, "keras3-h5": keras, "keras2-h5": tf_keras, "keras2-keras": tf_keras}
+EXTENSIONS = {"keras3": ".keras", "keras3-h5": ".h5", "keras2-h5": ".h5", "keras2-keras": ".keras"}
 
 HARD_SIGMOID_K2 = "Keras 2 hard_sigmoid = clip(0.2*x + 0.5, 0, 1)"
 HARD_SIGMOID_K3 = "Keras 3 hard_sigmoid = clip(x/6 + 0.5, 0, 1)"
@@ -225,6 +225,54 @@ def functional_embedding_mask_stack(K):
         shape=(None,),
         dtype="int32",
     )
+
+
+def merge_partial_mask(K):
+    """Add of a masked and an unmasked branch: Keras 2 keeps the mask (AND of the masks present),
+    Keras 3 drops it (OR only when every input is masked)."""
+    inp = K.Input(shape=(None, FEATURES))
+    masked = K.layers.Dense(4)(K.layers.Masking(mask_value=0.0)(inp))
+    plain = K.layers.Dense(4)(inp)
+    return K.Model(inp, K.layers.LSTM(5)(K.layers.Add()([masked, plain])))
+
+
+def concat_partial_mask(K):
+    inp = K.Input(shape=(None, FEATURES))
+    masked = K.layers.Dense(4)(K.layers.Masking(mask_value=0.0)(inp))
+    plain = K.layers.Dense(3)(inp)
+    return K.Model(inp, K.layers.GRU(5)(K.layers.Concatenate()([masked, plain])))
+
+
+def residual_masked(K):
+    """A residual connection around an LSTM on an Embedding mask: both Add inputs carry the mask."""
+    inp = K.Input(shape=(None,), dtype="int32")
+    emb = K.layers.Embedding(VOCAB, EMBED_DIM, mask_zero=True)(inp)
+    res = K.layers.Add()([emb, K.layers.LSTM(EMBED_DIM, return_sequences=True)(emb)])
+    return K.Model(inp, K.layers.Dense(2)(K.layers.LSTM(6)(res)))
+
+
+def norm_after_last_step(K):
+    """Normalisation on a [batch, features] tensor: tf_keras saves the resolved axis ([1])."""
+    return sequential(K, K.layers.LSTM(8), K.layers.BatchNormalization(), K.layers.LayerNormalization(),
+                      K.layers.Dense(2))
+
+
+def hard_sigmoid_everywhere(K):
+    return sequential(K, K.layers.LSTM(6, recurrent_activation="hard_sigmoid"),
+                      K.layers.Dense(3, activation="hard_sigmoid"))
+
+
+def neg_explicit_mask_after_conv(K):
+    """Conv1D drops the Embedding's mask; passing it to the LSTM by hand is a custom mask."""
+    inp = K.Input(shape=(None,), dtype="int32")
+    conv = K.layers.Conv1D(4, 3, padding="same")(K.layers.Embedding(VOCAB, 4, mask_zero=True)(inp))
+    return K.Model(inp, K.layers.LSTM(3)(conv, mask=K.ops.not_equal(inp, 0)))
+
+
+def neg_flatten_channels_first(K):
+    inp = K.Input(shape=(STEPS, FEATURES))
+    flat = K.layers.Flatten(data_format="channels_first")(K.layers.LSTM(4, return_sequences=True)(inp))
+    return K.Model(inp, K.layers.Dense(2)(flat))
 
 
 # --------------------------------------------------------------------------
@@ -648,7 +696,25 @@ FIXTURES = [
     ),
     # 17. Keras 3 writing legacy .h5
     Fixture("k3h5_lstm_gru", keras3_h5_mixed, "Keras 3 model saved with model.save('x.h5'): LSTM(8, rs) -> GRU(6, reset_after=True) -> Dense(2)", source="keras3-h5"),
+    # 17b. mask combination in merges, and dialect details (found in review)
+    *[
+        Fixture(f"{prefix}_{build.__name__}", build,
+                f"{build.__doc__ or build.__name__} ({source})".replace("\n", " "),
+                source=source, make_input=masked_seq_input)
+        for build in (merge_partial_mask, concat_partial_mask)
+        for prefix, source in (("k3", "keras3"), ("k2", "keras2-h5"))  # Keras 3 cannot reload its .h5 of these
+    ],
+    Fixture("residual_masked", residual_masked, "Embedding(mask_zero) -> Add([emb, LSTM(rs)(emb)]) -> LSTM -> Dense; "
+            "Keras 3 records the merged mask as a LogicalOr op", make_input=token_input),
+    Fixture("k2_norm_after_last_step", norm_after_last_step, "tf_keras LSTM(8) -> BatchNormalization -> "
+            "LayerNormalization -> Dense(2); the normalisation axis is saved as [1]", source="keras2-h5"),
+    Fixture("k2keras_hard_sigmoid", hard_sigmoid_everywhere, f"tf_keras model saved as .keras; {HARD_SIGMOID_K2}",
+            source="keras2-keras"),
     # 18. negative fixtures
+    Fixture("neg_explicit_mask_after_conv", neg_explicit_mask_after_conv, "an explicit mask= that differs from "
+            "the one the input carries", expect_error="explicit mask", make_input=token_input, streamable=False),
+    Fixture("neg_flatten_channels_first", neg_flatten_channels_first, "Flatten(data_format='channels_first')",
+            expect_error="data_format", streamable=False),
     Fixture("neg_lambda", neg_lambda, "LSTM(8, rs) -> Lambda(x * 2): arbitrary Python code, must be rejected", expect_error="Lambda"),
     Fixture("neg_attention", neg_attention, "LSTM(8, rs) -> MultiHeadAttention(2 heads) -> Dense(2): unsupported layer", expect_error="MultiHeadAttention", streamable=False),
     Fixture("neg_dense_exponential", dense_chain("exponential"), "Dense(6, activation='exponential') -> Dense(3): unsupported activation", expect_error="exponential"),

@@ -7,22 +7,23 @@ emits IR layers with weights in the canonical layout (see `edgelstm.ir`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
-from ..ir import GATES, Graph, Layer, validate
+from ..ir import GATES, Graph, Layer, infer_shape, mask_rule, validate
 
 MAX_CONFIG_BYTES = 64 << 20
 MAX_WEIGHTS_BYTES = 4 << 30
-MAX_COMPRESSION_RATIO = 200  # a zip member inflating more than this is treated as a zip bomb
+MAX_COMPRESSION_RATIO = 100  # a large zip member inflating more than this is treated as a zip bomb
+BOMB_CHECK_BYTES = 256 << 20  # (small members may compress well: mostly-zero weights do)
 
 
 def _h5py():
@@ -83,21 +84,24 @@ def _read_keras_archive(path: Path):
         for needed in ("config.json", "model.weights.h5"):
             if needed not in members:
                 raise FormatError(f"{path} is not a Keras 3 model archive: it lacks {needed}")
-        for name, limit in (("config.json", MAX_CONFIG_BYTES), ("model.weights.h5", MAX_WEIGHTS_BYTES)):
-            info = members[name]
-            if info.file_size > limit or info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1024):
-                raise FormatError(f"{path}: member {name} would inflate to {info.file_size} bytes "
+        for info in members.values():
+            limit = MAX_WEIGHTS_BYTES if info.filename == "model.weights.h5" else MAX_CONFIG_BYTES
+            if info.file_size > limit or (info.file_size > BOMB_CHECK_BYTES
+                                          and info.file_size > MAX_COMPRESSION_RATIO * info.compress_size):
+                raise FormatError(f"{path}: member {info.filename} would inflate to {info.file_size} bytes "
                                   "(too large or a zip bomb); refused")
         try:
             config = json.loads(archive.read("config.json"))
+            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in members else {}
             weights = archive.read("model.weights.h5")
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, RecursionError) as exc:
             raise FormatError(f"{path} is a corrupt .keras archive ({exc})") from None
     try:
         h5 = _h5py().File(io.BytesIO(weights), "r")
     except OSError as exc:
         raise FormatError(f"{path}: its model.weights.h5 is not readable HDF5 ({exc})") from None
-    return config, _Keras3Weights(h5), "keras3"
+    version = str(metadata.get("keras_version", "3")) if isinstance(metadata, dict) else "3"
+    return config, _Keras3Weights(h5), _dialect(version), h5
 
 
 def _read_legacy_h5(path: Path):
@@ -110,25 +114,31 @@ def _read_legacy_h5(path: Path):
         raise FormatError(f"{path} holds weights only (no model_config); save the whole model with model.save()")
     try:
         config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FormatError(f"{path}: its model_config is not JSON") from None
     version = h5.attrs.get("keras_version", b"2")
     version = version.decode() if isinstance(version, bytes) else str(version)
     root = h5["model_weights"] if "model_weights" in h5 else h5
-    return config, _LegacyWeights(root), "keras2" if version.startswith("2") else "keras3"
+    return config, _LegacyWeights(root), _dialect(version), h5
+
+
+def _dialect(keras_version: str) -> str:
+    """``keras2`` or ``keras3``: the two differ in hard_sigmoid and in how merges combine masks."""
+    return "keras2" if keras_version.startswith(("1.", "2.")) else "keras3"
 
 
 # ---------------------------------------------------------------------------------------------
 # The model's layers and wiring
 
-@dataclass
+@dataclasses.dataclass
 class _KerasLayer:
     position: int
     class_name: str
     config: dict
     inbound: list[str]
     store_key: str = ""  # Keras 3 stores weights under the snake-cased class name, numbered in order
-    mask_inbound: tuple[str, ...] = ()  # Keras 3 functional: the layers an explicit ``mask=`` comes from
+    masks: list = dataclasses.field(default_factory=list)  # Keras 3 functional: per input, the node
+    # its explicit ``mask=`` argument comes from (None where none)
     constants: tuple = ()  # non-tensor call arguments, such as the 0 of ``NotEqual(ids, 0)``
 
     @property
@@ -152,13 +162,8 @@ def _history_names(node: Any) -> list[str]:
     return []
 
 
-def _live_layers(layers: list[_KerasLayer], output: str) -> list[_KerasLayer]:
-    """The layers the output depends on, after checking every explicit ``mask=`` argument.
-
-    Keras 3 functional configs record the masks that Embedding(mask_zero) and Masking produce as
-    explicit ops (``NotEqual``, then ``Any`` for Masking) passed as ``mask=``. The runtime derives
-    the same masks itself, so those ops are dropped once checked to be exactly these masks.
-    """
+def _live_names(layers: list[_KerasLayer], output: str) -> set[str]:
+    """Names of the layers the output depends on through data inputs (mask ops are not among them)."""
     by_name = {layer.name: layer for layer in layers}
     live, todo = set(), [output]
     while todo:
@@ -166,21 +171,65 @@ def _live_layers(layers: list[_KerasLayer], output: str) -> list[_KerasLayer]:
         if name not in live and name in by_name:
             live.add(name)
             todo += by_name[name].inbound
-    producers = {(tuple(l.inbound), 0.0) for l in layers if l.name in live and l.class_name == "Embedding"
-                 and l.config.get("mask_zero")}
-    producers |= {(tuple(l.inbound), float(l.config.get("mask_value", 0.0)))
-                  for l in layers if l.name in live and l.class_name == "Masking"}
-    for layer in layers:
-        for name in layer.mask_inbound if layer.name in live else ():
-            op = by_name.get(name)
-            if op is not None and op.class_name == "Any":
-                op = by_name.get(op.inbound[0]) if op.inbound else None
-            if (op is None or op.class_name != "NotEqual" or len(op.constants) != 1
-                    or (tuple(op.inbound), float(op.constants[0])) not in producers):
-                raise UnsupportedError(f"{layer.where()} is called with an explicit mask that is not the one an "
-                                       "Embedding(mask_zero=True) or Masking layer produces; custom masks "
-                                       "are not supported")
-    return [layer for layer in layers if layer.name in live]
+    return live
+
+
+class _Masks:
+    """Keras 3 functional configs record the masks that layers hand on as explicit ops
+    (``NotEqual``, ``Any``, ``LogicalOr``...) passed as ``mask=``; the runtime derives masks itself
+    by `ir.mask_rule`. This checks that each explicit mask is exactly the derived one, so a custom
+    mask is refused rather than ignored. A mask is modelled as the set of producer layers (Embedding
+    with mask_zero, Masking) whose masks it ORs, or None for no mask (all steps valid)."""
+
+    def __init__(self, layers: list[_KerasLayer], alias: dict[str, str]):
+        self.by_name = {layer.name: layer for layer in layers}
+        self.alias = alias
+        self.derived: dict[str, frozenset | None] = {}  # IR layer -> its output mask
+        self.producers: dict[tuple, str] = {}  # (IR input, mask value, kind) -> producing IR layer
+
+    def add(self, layer: Layer) -> None:
+        rule = mask_rule(layer)
+        ins = [self.derived.get(name) for name in layer.inputs]
+        if rule == "produce":
+            value = layer.attrs.get("mask_value", 0.0)
+            self.producers[(layer.inputs[0], float(value), layer.kind)] = layer.name
+            self.derived[layer.name] = frozenset([layer.name])
+        elif rule == "pass":
+            self.derived[layer.name] = ins[0]
+        elif rule == "merge" and all(m is not None for m in ins):
+            self.derived[layer.name] = frozenset().union(*ins)
+        else:  # "drop", or a merge with an unmasked input (what Keras 3 does; Keras 2 writes no mask ops)
+            self.derived[layer.name] = None
+
+    def _resolve(self, name: str | None, where: str):
+        op = self.by_name.get(name) if name else None
+        cls = op.class_name if op else None
+        if cls in ("ZerosLike", "OnesLike"):  # Keras 3 Concatenate pads masks with these
+            return frozenset() if cls == "ZerosLike" else None
+        if cls == "NotEqual" and len(op.constants) == 1 and len(op.inbound) == 1:
+            source, value = self.alias.get(op.inbound[0]), float(op.constants[0])
+            if (source, value, "embedding") in self.producers and value == 0.0:
+                return frozenset([self.producers[(source, value, "embedding")]])
+            return ("not_equal", source, value)  # a Masking mask once Any() reduces its features
+        parts = [self._resolve(n, where) for n in (op.inbound if op else [])]
+        if cls == "Any" and len(parts) == 1 and isinstance(parts[0], tuple):
+            key = parts[0][1:] + ("masking",)
+            if key in self.producers:
+                return frozenset([self.producers[key]])
+        elif cls in ("Any", "ExpandDims", "LogicalOr", "Concatenate") and parts:
+            if any(p is None for p in parts):
+                return None
+            if all(isinstance(p, frozenset) for p in parts):
+                return frozenset().union(*parts)
+        raise UnsupportedError(f"{where} is called with an explicit mask that edgelstm cannot derive (from "
+                               f"'{name}'); only the masks Embedding(mask_zero=True) and Masking produce are "
+                               "supported")
+
+    def check(self, layer: _KerasLayer, sources: list[str]) -> None:
+        for source, mask in zip(sources, layer.masks):
+            if mask is not None and self._resolve(mask, layer.where()) != self.derived.get(source):
+                raise UnsupportedError(f"{layer.where()} is called with an explicit mask that differs from the "
+                                       "one its input carries; custom masks are not supported")
 
 
 def _endpoint_names(spec: Any, what: str) -> list[str]:
@@ -239,13 +288,14 @@ def _model_layers(model_config: dict) -> tuple[list[_KerasLayer], str]:
             node = nodes[0] if nodes else []
             layer = _KerasLayer(position, spec["class_name"], spec.get("config", {}), _history_names(node))
             if isinstance(node, dict):
-                layer.mask_inbound = tuple(_history_names(node.get("kwargs", {}).get("mask")))
+                mask = node.get("kwargs", {}).get("mask")
+                layer.masks = [(_history_names(m) or [None])[0] for m in (mask if isinstance(mask, list) else [mask])]
                 layer.constants = tuple(a for a in node.get("args", []) if isinstance(a, (int, float)))
             layers.append(layer)
         _number_store_keys(config["layers"], layers)
         _endpoint_names(config.get("input_layers"), "input")
         (output,) = _endpoint_names(config.get("output_layers"), "output")
-        return _live_layers(layers, output), output
+        return layers, output
     raise UnsupportedError(f"model class '{class_name}' is not supported; supported: Sequential, Functional")
 
 
@@ -253,15 +303,25 @@ def _model_layers(model_config: dict) -> tuple[list[_KerasLayer], str]:
 # Converters: one per Keras class; each returns IR layers (the last is this layer's output)
 
 class _Context:
+    """What converters need beyond their layer: the file's dialect, its weights, and the output
+    shapes (without the batch axis) of the IR layers converted so far."""
+
     def __init__(self, dialect: str, weights: Callable[["_KerasLayer"], list[np.ndarray]]):
         self.dialect = dialect
         self.weights = weights
+        self.shapes: dict[str, tuple] = {}
+        self.mask_combine = "all" if dialect == "keras2" else "any"
 
-    def activation(self, value: Any, where: str) -> str:
+    def is_last_axis(self, axis: Any, source: str) -> bool:
+        """Whether a Keras axis (counting the batch axis) names the last axis of `source`."""
+        axes = axis if isinstance(axis, list) and len(axis) == 1 else [axis]
+        return axes[0] in (-1, len(self.shapes[source]))
+
+    def activation(self, value: Any, where: str, gate: bool = False) -> str:
         """The IR name of a Keras activation in this file's dialect."""
         if value is None:
             return "linear"
-        if not isinstance(value, str) or value not in _KERAS_ACTIVATIONS:
+        if not isinstance(value, str) or value not in _KERAS_ACTIVATIONS or (gate and value == "softmax"):
             raise UnsupportedError(f"{where}: activation {value!r} is not supported; supported: "
                                    f"{', '.join(sorted(_KERAS_ACTIVATIONS))}")
         if value == "hard_sigmoid" and self.dialect == "keras2":
@@ -304,13 +364,15 @@ def _recurrent(kind: str, cfg: dict, weights: list[np.ndarray], name: str, sourc
         "stateful": bool(cfg.get("stateful", False)),
         "zero_output_for_mask": bool(cfg.get("zero_output_for_mask", False)
                                      if zero_output_for_mask is None else zero_output_for_mask),
-        "activation": ctx.activation(cfg.get("activation", "tanh"), where),
+        "activation": ctx.activation(cfg.get("activation", "tanh"), where, gate=True),
     }
     tensors = {"kernel": w[0], "recurrent_kernel": w[1]}
     if kind != "rnn":
-        attrs["recurrent_activation"] = ctx.activation(cfg.get("recurrent_activation", "sigmoid"), where)
+        attrs["recurrent_activation"] = ctx.activation(cfg.get("recurrent_activation", "sigmoid"), where, gate=True)
     if kind == "gru":
-        attrs["reset_after"] = bool(cfg.get("reset_after", True))
+        attrs["reset_after"] = bool(cfg.get("reset_after", bias.ndim == 2))  # Keras < 2.1 wrote no key
+        if attrs["reset_after"] != (bias.ndim == 2) and use_bias:
+            raise FormatError(f"{where}: reset_after={attrs['reset_after']} does not fit a bias of shape {bias.shape}")
         if bias.ndim == 2:  # reset_after: [input bias, recurrent bias]
             tensors["bias"], tensors["recurrent_bias"] = _f32(bias[0]), _f32(bias[1])
         else:
@@ -347,17 +409,17 @@ def _convert_bidirectional(layer: _KerasLayer, inputs: list[str], ctx: _Context)
     weights = ctx.weights(layer)
     half = len(weights) // 2
     return_sequences = bool(forward["config"].get("return_sequences", False))
-    fwd = _recurrent(kind, forward["config"], weights[:half], f"{layer.name}.forward", inputs[0], ctx,
+    fwd = _recurrent(kind, forward["config"], weights[:half], f"{layer.name}/forward", inputs[0], ctx,
                      where, zero_output_for_mask=return_sequences)
-    bwd = _recurrent(kind, backward["config"], weights[half:], f"{layer.name}.backward", inputs[0], ctx,
+    bwd = _recurrent(kind, backward["config"], weights[half:], f"{layer.name}/backward", inputs[0], ctx,
                      where, zero_output_for_mask=return_sequences)
     out = [fwd, bwd]
     merged = [fwd.name, bwd.name]
     if return_sequences:
         # Keras returns a go_backwards layer's outputs in processing order; realign them in time.
-        out.append(Layer(f"{layer.name}.realign", "reverse", [bwd.name]))
+        out.append(Layer(f"{layer.name}/realign", "reverse", [bwd.name]))
         merged[1] = out[-1].name
-    out.append(Layer(layer.name, "merge", merged, {"op": _MERGE_MODES[mode]}))
+    out.append(Layer(layer.name, "merge", merged, {"op": _MERGE_MODES[mode], "mask_combine": ctx.mask_combine}))
     return out
 
 
@@ -421,16 +483,15 @@ def _convert_global_pooling(layer: _KerasLayer, inputs: list[str], ctx: _Context
                   {"op": "max" if "Max" in layer.class_name else "average"})]
 
 
-def _last_axis_only(cfg: dict, where: str) -> None:
-    axis = cfg.get("axis", -1)
-    axes = axis if isinstance(axis, list) else [axis]
-    if len(axes) != 1 or axes[0] not in (-1, 2):
-        raise UnsupportedError(f"{where}: normalisation over axis {axis} is not supported; supported: the last axis")
+def _last_axis_only(layer: _KerasLayer, source: str, ctx: _Context) -> None:
+    axis = layer.config.get("axis", -1)
+    if not ctx.is_last_axis(axis, source):
+        raise UnsupportedError(f"{layer.where()}: axis {axis} is not supported; supported: the last axis")
 
 
 def _convert_batch_norm(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
     cfg, where = layer.config, layer.where()
-    _last_axis_only(cfg, where)
+    _last_axis_only(layer, inputs[0], ctx)
     scale, center = cfg.get("scale", True), cfg.get("center", True)
     w = _take(ctx.weights(layer), 2 + scale + center, where)
     gamma = w.pop(0) if scale else np.ones_like(w[-1])
@@ -443,7 +504,7 @@ def _convert_batch_norm(layer: _KerasLayer, inputs: list[str], ctx: _Context) ->
 
 def _convert_layer_norm(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
     cfg, where = layer.config, layer.where()
-    _last_axis_only(cfg, where)
+    _last_axis_only(layer, inputs[0], ctx)
     _refuse_options(cfg, where, rms_scaling=(False,))
     scale, center = cfg.get("scale", True), cfg.get("center", True)
     w = _take(ctx.weights(layer), scale + center, where)
@@ -458,16 +519,20 @@ def _convert_layer_norm(layer: _KerasLayer, inputs: list[str], ctx: _Context) ->
 
 def _convert_merge(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
     op = {"Add": "add", "Multiply": "multiply", "Average": "average", "Concatenate": "concatenate"}[layer.class_name]
-    if op == "concatenate" and layer.config.get("axis", -1) not in (-1,):
-        raise UnsupportedError(f"{layer.where()}: Concatenate on axis {layer.config['axis']} is not supported; "
-                               "supported: the last axis (-1)")
-    return [Layer(layer.name, "merge", inputs, {"op": op})]
+    if op == "concatenate":
+        _last_axis_only(layer, inputs[0], ctx)
+    return [Layer(layer.name, "merge", inputs, {"op": op, "mask_combine": ctx.mask_combine})]
 
 
 def _simple(kind: str, **attrs: Callable[[dict], Any]):
     def convert(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
         return [Layer(layer.name, kind, inputs, {key: get(layer.config) for key, get in attrs.items()})]
     return convert
+
+
+def _convert_flatten(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
+    _refuse_options(layer.config, layer.where(), data_format=("channels_last", None))
+    return [Layer(layer.name, "flatten", inputs)]
 
 
 def _convert_activation(layer: _KerasLayer, inputs: list[str], ctx: _Context) -> list[Layer]:
@@ -483,7 +548,7 @@ _CONVERTERS: dict[str, Callable] = {
     "Embedding": _convert_embedding,
     "Masking": _simple("masking", mask_value=lambda c: float(c.get("mask_value", 0.0))),
     "RepeatVector": _simple("repeat", n=lambda c: int(c["n"])),
-    "Flatten": _simple("flatten"),
+    "Flatten": _convert_flatten,
     "Conv1D": _convert_conv1d,
     "MaxPooling1D": _convert_pooling, "AveragePooling1D": _convert_pooling,
     "GlobalAveragePooling1D": _convert_global_pooling, "GlobalMaxPooling1D": _convert_global_pooling,
@@ -514,45 +579,56 @@ def import_keras(path: str | Path) -> Graph:
     path = Path(path)
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"
-    config, weights, dialect = _read_keras_archive(path) if is_zip else _read_legacy_h5(path)
-    try:
-        layers, output = _model_layers(config)
-    except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise FormatError(f"{path}: the model config is malformed ({type(exc).__name__}: {exc})") from None
-    ctx = _Context(dialect, weights)
+    config, weights, dialect, h5 = _read_keras_archive(path) if is_zip else _read_legacy_h5(path)
+    with h5:
+        try:
+            layers, output = _model_layers(config)
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise FormatError(f"{path}: the model config is malformed ({type(exc).__name__}: {exc})") from None
+        return _convert_layers(path, layers, output, _Context(dialect, weights))
+
+
+def _convert_layers(path: Path, layers: list[_KerasLayer], output: str, ctx: _Context) -> Graph:
     alias: dict[str, str] = {}  # Keras layer name -> IR layer that holds its output
-    ir_layers: list[Layer] = []
-    inputs = [l for l in layers if l.class_name == "InputLayer"]
-    if len(inputs) != 1:
+    masks = _Masks(layers, alias)  # mask ops are not live: they feed layers only as mask= arguments
+    live = _live_names(layers, output)
+    layers = [layer for layer in layers if layer.name in live]
+    inputs = [layer for layer in layers if layer.class_name == "InputLayer"]
+    if len(inputs) != 1 or layers[0] is not inputs[0]:
         raise UnsupportedError(f"the model has {len(inputs)} inputs; edgelstm converts models with exactly one")
+    ir_layers: list[Layer] = []
     for layer in layers:
         try:
             if layer.class_name == "InputLayer":
-                consumers = [l.class_name for l in layers if layer.name in l.inbound]
-                ir_layers.insert(0, _input_layer(layer, consumers))
-                alias[layer.name] = layer.name
-                continue
-            sources = [alias[name] for name in layer.inbound]
-            if not sources:
-                raise UnsupportedError(f"{layer.where()} reads no input")
-            if layer.class_name in _IDENTITY:
-                alias[layer.name] = sources[0]
-                continue
-            convert = _CONVERTERS.get(layer.class_name)
-            if convert is None:
-                hint = (" (a Lambda would run code from the file; rebuild the model without it)"
-                        if "Lambda" in layer.class_name else "")
-                raise UnsupportedError(f"{layer.where()} is not supported{hint}; supported layers: "
-                                       f"{', '.join(SUPPORTED_LAYERS)}")
-            converted = convert(layer, sources, ctx)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+                converted = [_input_layer(layer, [l.class_name for l in layers if layer.name in l.inbound])]
+            else:
+                sources = [alias[name] for name in layer.inbound]
+                if not sources:
+                    raise UnsupportedError(f"{layer.where()} reads no input")
+                masks.check(layer, sources)
+                if layer.class_name in _IDENTITY:
+                    alias[layer.name] = sources[0]
+                    continue
+                convert = _CONVERTERS.get(layer.class_name)
+                if convert is None:
+                    hint = (" (a Lambda would run code from the file; rebuild the model without it)"
+                            if "Lambda" in layer.class_name else "")
+                    raise UnsupportedError(f"{layer.where()} is not supported{hint}; supported layers: "
+                                           f"{', '.join(SUPPORTED_LAYERS)}")
+                converted = convert(layer, sources, ctx)
+            for ir_layer in converted:
+                if ir_layer.name in ctx.shapes:
+                    raise UnsupportedError(f"{layer.where()}: the name '{ir_layer.name}' is taken by another layer")
+                ctx.shapes[ir_layer.name] = infer_shape(ir_layer, [ctx.shapes[n] for n in ir_layer.inputs],
+                                                        FormatError)
+                masks.add(ir_layer)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise FormatError(f"{path}: {layer.where()} has a malformed config or weights "
                               f"({type(exc).__name__}: {exc})") from None
         ir_layers += converted
         alias[layer.name] = converted[-1].name
-    graph = Graph(ir_layers, alias[output], metadata={"source": path.name, "source_format": dialect})
+    graph = Graph(ir_layers, alias[output], metadata={"source": path.name, "source_format": ctx.dialect})
     if any(l.attrs.get("stateful") for l in ir_layers):
         graph.metadata["stateful"] = True
-    validate(graph)
+    validate(graph, error=FormatError)
     return graph
-

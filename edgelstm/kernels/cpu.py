@@ -79,7 +79,7 @@ def _cell_step(cell, x_t, h, c, kernel, recurrent_kernel, bias, recurrent_bias, 
                xz, hz, new_h):
     """One step of an LSTM, GRU or simple RNN cell for one sequence: new_h from x_t and h (c updated)."""
     units = h.shape[0]
-    empty = x_t[:0]
+    empty = x_t[:0]  # _project with an empty vector skips that product
     if cell == _GRU:
         _project(xz, bias, x_t, kernel, empty, recurrent_kernel)
         _project(hz, recurrent_bias, empty, kernel, h, recurrent_kernel)
@@ -138,6 +138,10 @@ def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act
                 out[b, s, :] = new_h
         if not return_sequences:
             out[b, 0, :] = h[b]
+
+
+# The three public kernels share `_sequence`; arguments a cell does not use (an LSTM's recurrent
+# bias, a GRU's cell state) are filled with arrays of the right type that are never read.
 
 
 def lstm(x, mask, kernel, recurrent_kernel, bias, act, rec_act, go_backwards, return_sequences,
