@@ -24,11 +24,7 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 
 # Layers that keep the time axis step for step: they can run one step at a time.
 _TIME_LOCAL = {"input", "dense", "activation", "embedding", "masking", "batch_norm", "layer_norm", "merge"}
-
-
 _MERGE_CODES = {"add": reference.MERGE_ADD, "multiply": reference.MERGE_MULTIPLY, "average": reference.MERGE_AVERAGE}
-
-
 _WORKQUEUE_LOCK = threading.Lock()
 
 
