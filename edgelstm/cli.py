@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__, artifact, convert as convert_model, import_model, load
+from . import __version__, artifact, convert as convert_model, crosscheck, import_model, load
 from .errors import EdgeLSTMError, FormatError
 from .runtime import BACKEND_CHOICES
 
@@ -131,6 +131,38 @@ def run(model, input_path, output_path, backend, batch_size):
     else:
         with np.printoptions(threshold=sys.maxsize if y.size <= 1000 else 1000, precision=6, suppress=True):
             click.echo(np.array2string(y))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tflite", "tflite", type=click.Path(exists=True, dir_okay=False), help="Reference .tflite model (LiteRT).")
+@click.option("--onnx", "onnx", type=click.Path(exists=True, dir_okay=False), help="Reference .onnx model (ONNX Runtime).")
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Input sequences as a .npy array.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
+@click.pass_context
+def verify(ctx, model, tflite, onnx, input_path, atol, rtol, backend):
+    """Check our outputs against the same model under LiteRT or ONNX Runtime.
+
+    Exits 0 only when every compared output is within tolerance.
+    """
+    if (tflite is None) == (onnx is None):
+        raise click.UsageError("give exactly one of --tflite and --onnx")
+    reference, kind = (tflite, "tflite") if tflite else (onnx, "onnx")
+    rows = crosscheck.verify(load(model, backend=backend), reference, _load_npy(input_path), atol, rtol, kind)
+    table = [("output", "shape", "max abs error", "max rel error", "result")]
+    table += [(r.name, str(r.shape), f"{r.max_abs_error:.3g}", f"{r.max_rel_error:.3g}",
+               "pass" if r.passed else "FAIL") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    failed = sum(not r.passed for r in rows)
+    click.echo(f"{'FAIL' if failed else 'OK'}: {len(rows) - failed} of {len(rows)} outputs within "
+               f"atol={atol:g}, rtol={rtol:g} against {kind} ({reference})")
+    if failed:
+        ctx.exit(1)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,11 @@ from .errors import FormatError, ShapeError
 
 ACTIVATIONS = (
     "linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "swish",
-    "softplus", "hard_sigmoid", "hard_sigmoid_legacy",
+    "softplus", "hard_sigmoid", "hard_sigmoid_legacy", "log_softmax",
 )
 """Activation names of the IR. ``hard_sigmoid`` is Keras 3's clip(x/6 + 1/2, 0, 1);
-``hard_sigmoid_legacy`` is Keras 2's clip(0.2x + 1/2, 0, 1). ``gelu`` is the exact (erf) form."""
+``hard_sigmoid_legacy`` is Keras 2's clip(0.2x + 1/2, 0, 1). ``gelu`` is the exact (erf) form.
+``softmax`` and ``log_softmax`` work over the last axis."""
 
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")  # importers join sub-layer names with "/"
 
@@ -181,7 +182,7 @@ def _finite(v) -> bool:
 
 
 _ACTIVATION = _choice(*ACTIVATIONS)
-_GATE_ACTIVATION = _choice(*(a for a in ACTIVATIONS if a != "softmax"))
+_GATE_ACTIVATION = _choice(*(a for a in ACTIVATIONS if "softmax" not in a))
 _RECURRENT = {"units": _integer(1), "return_sequences": _flag, "go_backwards": _flag, "stateful": _flag,
               "zero_output_for_mask": _flag, "activation": _GATE_ACTIVATION}
 _WINDOW = {"strides": _integer(1, 1 << 20)}
@@ -200,6 +201,7 @@ SCHEMA: dict[str, tuple[dict, tuple]] = {
     "masking": ({"mask_value": _finite}, ()),
     "reverse": ({}, ()),
     "repeat": ({"n": _integer(1, MAX_REPEAT)}, ()),
+    "take_step": ({"index": _integer(-(1 << 31))}, ()),
     "flatten": ({}, ()),
     "conv1d": ({**_WINDOW, "dilation": _integer(1, 1 << 20), "padding": _choice("valid", "same", "causal"),
                 "activation": _ACTIVATION}, ("kernel", "bias")),
@@ -285,6 +287,10 @@ def infer_shape(layer: Layer, shapes: list[tuple], error: type = ShapeError) -> 
     if kind == "repeat":
         needs(1, "a vector input")
         return (a["n"], x[0])
+    if kind == "take_step":
+        needs(2, "a sequence")
+        _require(x[0] is None or -x[0] <= a["index"] < x[0], error, f"{where}: step {a['index']} is outside {x[0]} steps")
+        return (x[1],)
     if kind == "flatten":
         _require(len(x) >= 1 and all(d is not None for d in x), error,
                  f"{where} needs a fixed sequence length; the input is {x}")

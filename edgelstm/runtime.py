@@ -230,6 +230,16 @@ def _build_op(layer: Layer, k) -> _Op:
             return out, None
         return repeat
 
+    if layer.kind == "take_step":
+        def take_step(xs, masks, ws):
+            x = xs[0]
+            if not -x.shape[1] <= a["index"] < x.shape[1]:
+                raise ShapeError(f"layer '{name}' takes step {a['index']} of a {x.shape[1]}-step sequence")
+            out = ws.buffer(name, (x.shape[0], x.shape[2]))
+            np.copyto(out, x[:, a["index"]])
+            return out, None
+        return take_step
+
     if layer.kind == "flatten":
         return lambda xs, masks, ws: (xs[0].reshape(xs[0].shape[0], -1), None)
 
@@ -277,7 +287,7 @@ class Model:
     def output_shape(self) -> tuple:
         return self.graph.layer(self.graph.output).shape
 
-    def _check_input(self, x, sequence: bool = True) -> np.ndarray:
+    def prepare_input(self, x, sequence: bool = True) -> np.ndarray:
         """The input as a contiguous array of the model's dtype, or a clear error."""
         expected = self.input_shape if sequence else self.input_shape[1:]
         try:
@@ -319,7 +329,7 @@ class Model:
         Every sequence starts from zero recurrent state. `batch_size` splits a large batch into
         chunks to bound memory. Safe to call from several threads at once.
         """
-        x = self._check_input(x)
+        x = self.prepare_input(x)
         if batch_size is not None and not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
             raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         ws = self._workspace()
@@ -349,6 +359,8 @@ class Stream:
                 continue
             if layer.kind == "conv1d" and layer.attrs["padding"] == "causal" and layer.attrs["strides"] == 1:
                 continue
+            if layer.kind == "take_step" and layer.attrs["index"] == -1:  # the newest step: the one fed
+                continue
             if layer.kind not in _TIME_LOCAL:
                 why = ("it runs backwards over the sequence" if layer.kind in RECURRENT_KINDS
                        else f"'{layer.kind}' layers need the whole sequence"
@@ -369,13 +381,15 @@ class Stream:
                 has_time[layer.name] = True
             elif layer.kind in RECURRENT_KINDS:
                 has_time[layer.name] = bool(layer.attrs["return_sequences"])
+            elif layer.kind == "take_step":
+                has_time[layer.name] = False
             else:
                 has_time[layer.name] = has_time[layer.inputs[0]]
         return has_time[self.model.graph.output]
 
     def step(self, x_t) -> np.ndarray:
         """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids)."""
-        x = self.model._check_input(x_t, sequence=False)
+        x = self.model.prepare_input(x_t, sequence=False)
         if x.shape[0] != self.batch:
             raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
         y = self.model._run(x[:, None], self._ws)

@@ -158,3 +158,16 @@ def test_masked_steps_carry_state_in_predict_and_stream():
     for t in range(ids.shape[1]):
         step = stream.step(ids[:, t])
     np.testing.assert_allclose(step, y, atol=1e-6)
+
+
+def test_take_step_of_a_sequence_equals_the_last_output():
+    graph = small_graph()
+    graph.layers[2].attrs["return_sequences"] = True
+    graph.layers.insert(3, Layer("last", "take_step", ["gru"], {"index": -1}))
+    graph.layers[4].inputs = ["last"]
+    model, plain = edgelstm.Model(graph), edgelstm.Model(small_graph())
+    np.testing.assert_allclose(model.predict(X), plain.predict(X), atol=1e-6)
+    stream = model.stream(batch=4)
+    for t in range(3):
+        step = stream.step(X[:, t])
+    np.testing.assert_allclose(step, plain.predict(X[:, :3]), atol=1e-6)

@@ -2,8 +2,8 @@
 
 Kernels take an activation as an integer code (numba compiles plain ints, not strings);
 `CODES` maps the IR's names to them. Every function here is plain scalar maths that
-`register_jitable` makes callable from ``@njit`` and ``@cuda.jit`` code alike. Softmax works on a
-whole vector, so the kernels handle it themselves; it has a code so that layers can name it.
+`register_jitable` makes callable from ``@njit`` and ``@cuda.jit`` code alike. Softmax and
+log-softmax work on a whole vector, so the kernels handle them; they have codes so layers can name them.
 """
 
 import math
@@ -13,8 +13,9 @@ from numba.extending import register_jitable
 from ..ir import ACTIVATIONS
 
 CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
-LINEAR, RELU, SIGMOID, TANH, SOFTMAX, ELU, SELU, GELU, SWISH, SOFTPLUS, HARD_SIGMOID, HARD_SIGMOID_LEGACY = range(12)
-assert len(CODES) == 12 and CODES["softmax"] == SOFTMAX and CODES["hard_sigmoid_legacy"] == HARD_SIGMOID_LEGACY
+(LINEAR, RELU, SIGMOID, TANH, SOFTMAX, ELU, SELU, GELU, SWISH, SOFTPLUS, HARD_SIGMOID, HARD_SIGMOID_LEGACY,
+ LOG_SOFTMAX) = range(13)
+assert len(CODES) == 13 and CODES["softmax"] == SOFTMAX and CODES["log_softmax"] == LOG_SOFTMAX
 
 _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805

@@ -22,16 +22,15 @@ _jit = dict(cache=True, error_model="numpy")
 
 @njit(**_jit)
 def _activate_row(row, act):
-    if act == A.SOFTMAX:
+    if act == A.SOFTMAX or act == A.LOG_SOFTMAX:
         top = row[0]
         for j in range(1, row.shape[0]):
             top = max(top, row[j])
         total = 0.0
         for j in range(row.shape[0]):
-            row[j] = math.exp(row[j] - top)
-            total += row[j]
+            total += math.exp(row[j] - top)
         for j in range(row.shape[0]):
-            row[j] /= total
+            row[j] = math.exp(row[j] - top) / total if act == A.SOFTMAX else row[j] - top - math.log(total)
     elif act != A.LINEAR:
         for j in range(row.shape[0]):
             row[j] = A.apply(act, row[j])

@@ -20,6 +20,11 @@ def _softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 _FUNCTIONS = {
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0),
@@ -33,6 +38,7 @@ _FUNCTIONS = {
     "softplus": lambda x: np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))),
     "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
     "hard_sigmoid_legacy": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
+    "log_softmax": _log_softmax,
 }
 ACTIVATION_FUNCTIONS = [_FUNCTIONS[name] for name in CODES]
 """Numpy activation functions indexed by activation code."""

@@ -1,0 +1,144 @@
+"""Running a reference model next to ours: a ``.tflite`` under LiteRT or an ``.onnx`` under ONNX
+Runtime, on the same input, and comparing the outputs.
+
+LiteRT comes from ``ai-edge-litert`` (``tflite_runtime`` is the fallback: it is built against
+NumPy 1 and fails under NumPy 2); ONNX Runtime from ``onnxruntime``. Both are extras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FormatError, ShapeError, UnsupportedError
+from .runtime import Model
+
+REFERENCE_KINDS = ("tflite", "onnx")
+
+
+@dataclasses.dataclass
+class Comparison:
+    """How one reference output compares with ours."""
+
+    name: str
+    shape: tuple
+    max_abs_error: float
+    max_rel_error: float
+    passed: bool
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise UnsupportedError("running a .tflite model needs LiteRT: pip install 'edgelstm[litert]'") from None
+    return Interpreter
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu" and scale:
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if y.dtype.kind in "iu" and scale:
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y
+
+
+def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of a ``.tflite`` model on x, by output name. The interpreter is resized to x's
+    batch; a model whose shape is frozen runs in chunks of its own batch (the last one padded)."""
+    try:
+        interpreter = _interpreter_class()(model_path=str(path))
+    except ValueError as exc:
+        raise FormatError(f"{path} is not a readable .tflite model ({exc})") from None
+    (inp,) = interpreter.get_input_details()
+    frozen = tuple(inp["shape"])
+    try:
+        if frozen != x.shape:
+            interpreter.resize_tensor_input(inp["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        return _invoke_tflite(interpreter, x)
+    except (RuntimeError, ValueError):
+        pass
+    if len(frozen) != x.ndim or frozen[1:] != x.shape[1:]:
+        raise ShapeError(f"{path} takes input of shape {frozen}, the given input has shape {x.shape}")
+    interpreter = _interpreter_class()(model_path=str(path))
+    interpreter.allocate_tensors()
+    size = frozen[0]
+    parts = []
+    for start in range(0, x.shape[0], size):
+        chunk = x[start:start + size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+        parts.append({k: v[:len(chunk)] for k, v in _invoke_tflite(interpreter, padded).items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _invoke_tflite(interpreter, x: np.ndarray) -> dict[str, np.ndarray]:
+    (inp,) = interpreter.get_input_details()
+    interpreter.set_tensor(inp["index"], _quantize(x, inp))
+    interpreter.invoke()
+    return {d["name"]: _dequantize(interpreter.get_tensor(d["index"]).copy(), d)
+            for d in interpreter.get_output_details()}
+
+
+def run_onnx(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of an ``.onnx`` model under ONNX Runtime on x, by output name."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UnsupportedError("running an .onnx model needs ONNX Runtime: pip install 'edgelstm[onnxruntime]'") \
+            from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise FormatError(f"ONNX Runtime cannot load {path}: {exc}") from None
+    (inp,) = session.get_inputs()
+    dtype = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(inp.type)
+    if dtype is None:
+        raise UnsupportedError(f"{path}: input type {inp.type} is not supported for cross-checking")
+    outputs = session.run(None, {inp.name: x.astype(dtype)})
+    return {o.name: np.asarray(y) for o, y in zip(session.get_outputs(), outputs)}
+
+
+def compare(ours: np.ndarray, theirs: dict[str, np.ndarray], atol: float, rtol: float) -> list[Comparison]:
+    """Our output against every reference output of the same shape (numpy's allclose rule)."""
+    rows = []
+    for name, ref in theirs.items():
+        if ref.shape != ours.shape:
+            continue
+        ref = ref.astype(np.float64)
+        diff = np.abs(ours.astype(np.float64) - ref)
+        rel = diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
+        rows.append(Comparison(name, ref.shape, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
+                               bool(np.all(diff <= atol + rtol * np.abs(ref)))))
+    if not rows:
+        shapes = ", ".join(f"{n} {v.shape}" for n, v in theirs.items())
+        raise ShapeError(f"no reference output has our output's shape {ours.shape}; reference outputs: {shapes}")
+    return rows
+
+
+def verify(model: Model, reference: str | os.PathLike, x, atol: float = 1e-5, rtol: float = 1e-5,
+           kind: str | None = None) -> list[Comparison]:
+    """Run `model` and the reference model (``.tflite`` or ``.onnx``; `kind` overrides the suffix)
+    on `x` and compare; every row's `passed` tells whether it is within tolerance."""
+    kind = kind or Path(reference).suffix.lstrip(".")
+    if kind not in REFERENCE_KINDS:
+        raise UnsupportedError(f"cannot cross-check against {reference}; supported: .tflite (LiteRT), .onnx "
+                               "(ONNX Runtime)")
+    ours = model.predict(x)
+    batch = model.prepare_input(x)
+    run = run_tflite if kind == "tflite" else run_onnx
+    return compare(ours, run(reference, batch), atol, rtol)
