@@ -57,6 +57,34 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return y
 
 
+def _source_layout(model: Model) -> dict | None:
+    return model.graph.metadata.get("source_layout")
+
+
+def to_source_input(model: Model, x: np.ndarray) -> np.ndarray:
+    """Our batch-first input in the layout the source model takes (e.g. time-major ONNX)."""
+    layout = _source_layout(model)
+    if layout is None:
+        return x
+    ours = ("B", "T", "F")[:x.ndim]
+    return np.ascontiguousarray(np.transpose(x, [ours.index(label) for label in layout["input"]]))
+
+
+def to_source_output(model: Model, y: np.ndarray) -> np.ndarray:
+    """Our output in the layout the source model gives (axes permuted, unit axes, directions apart)."""
+    layout = _source_layout(model)
+    if layout is None:
+        return y
+    ours = ["B", "T", "F"] if y.ndim == 3 else ["B", "F"]
+    target = layout["output"]
+    if "D" in target:  # directions sit side by side in our features
+        y = y.reshape(y.shape[:-1] + (layout["directions"], -1))
+        ours.insert(len(ours) - 1, "D")
+    y = np.transpose(y, [ours.index(label) for label in target if label != "1"])
+    return y.reshape([1 if label == "1" else y.shape[[l for l in target if l != "1"].index(label)]
+                      for label in target])
+
+
 def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
     """Outputs of a ``.tflite`` model on x, by output name. The interpreter is resized to x's
     batch; a model whose shape is frozen runs in chunks of its own batch (the last one padded)."""
@@ -138,7 +166,7 @@ def verify(model: Model, reference: str | os.PathLike, x, atol: float = 1e-5, rt
     if kind not in REFERENCE_KINDS:
         raise UnsupportedError(f"cannot cross-check against {reference}; supported: .tflite (LiteRT), .onnx "
                                "(ONNX Runtime)")
-    ours = model.predict(x)
-    batch = model.prepare_input(x)
+    ours = to_source_output(model, model.predict(x))
+    batch = to_source_input(model, model.prepare_input(x))
     run = run_tflite if kind == "tflite" else run_onnx
     return compare(ours, run(reference, batch), atol, rtol)

@@ -12,6 +12,7 @@ kind       weight              layout
 lstm       kernel              [I, 4H], gate blocks in order i, f, g (cell candidate), o
            recurrent_kernel    [H, 4H], same gate order
            bias                [4H]
+           peephole            [3H] (optional), blocks i, f, o: i and f see c_{t-1}, o sees c_t
 gru        kernel              [I, 3H], gate blocks in order z (update), r (reset), h
            recurrent_kernel    [H, 3H]
            bias                [3H], added to the input projection
@@ -25,6 +26,10 @@ embedding  embeddings [V, D]
 batch_norm scale [F], offset [F]               (y = x * scale + offset, folded at import)
 layer_norm gamma [F], beta [F]
 ========== =================== ==============================================================
+
+LSTM attributes beyond Keras's (ONNX has them): ``output_activation`` applied to the cell state
+for h (Keras: the same as ``activation``), ``clip`` > 0 bounding every gate pre-activation,
+``input_forget`` coupling the forget gate to 1 - input gate.
 
 Recurrent semantics follow Keras: ``go_backwards`` processes the sequence reversed and returns
 outputs in processing order; a masked step carries state and output forward (or outputs zeros
@@ -142,7 +147,7 @@ def mask_rule(layer: Layer) -> str:
     whose mask Keras leaves in the original order.
     """
     kind = layer.kind
-    if kind == "masking" or (kind == "embedding" and layer.attrs["mask_zero"]):
+    if kind in ("masking", "length_mask") or (kind == "embedding" and layer.attrs["mask_zero"]):
         return "produce"
     if kind in RECURRENT_KINDS:
         return "pass" if layer.attrs["return_sequences"] else "drop"
@@ -191,7 +196,9 @@ SCHEMA: dict[str, tuple[dict, tuple]] = {
     # kind: (attribute checks, weight names)
     "input": ({"shape": lambda v: isinstance(v, list) and all(d is None or _integer(1)(d) for d in v),
                "dtype": _choice("float32", "int32")}, ()),
-    "lstm": ({**_RECURRENT, "recurrent_activation": _GATE_ACTIVATION}, ("kernel", "recurrent_kernel", "bias")),
+    "lstm": ({**_RECURRENT, "recurrent_activation": _GATE_ACTIVATION, "output_activation": _GATE_ACTIVATION,
+              "clip": lambda v: _finite(v) and v >= 0, "input_forget": _flag},
+             ("kernel", "recurrent_kernel", "bias")),
     "gru": ({**_RECURRENT, "recurrent_activation": _GATE_ACTIVATION, "reset_after": _flag},
             ("kernel", "recurrent_kernel", "bias", "recurrent_bias")),
     "rnn": (_RECURRENT, ("kernel", "recurrent_kernel", "bias")),
@@ -202,6 +209,7 @@ SCHEMA: dict[str, tuple[dict, tuple]] = {
     "reverse": ({}, ()),
     "repeat": ({"n": _integer(1, MAX_REPEAT)}, ()),
     "take_step": ({"index": _integer(-(1 << 31))}, ()),
+    "length_mask": ({"lengths": lambda v: isinstance(v, list) and all(_integer(0)(n) for n in v)}, ()),
     "flatten": ({}, ()),
     "conv1d": ({**_WINDOW, "dilation": _integer(1, 1 << 20), "padding": _choice("valid", "same", "causal"),
                 "activation": _ACTIVATION}, ("kernel", "bias")),
@@ -213,7 +221,13 @@ SCHEMA: dict[str, tuple[dict, tuple]] = {
     "merge": ({"op": _choice(*MERGE_OPS), "mask_combine": _choice("all", "any")}, ()),
 }
 """Per kind: a check for each attribute (all required) and the weights the layer must hold.
-Layers may carry extra attributes for information (an input's fixed ``batch``); they are not read."""
+Layers may carry extra attributes for information (an input's fixed ``batch``); they are not read.
+Recurrent layers may also hold `INITIAL_STATES`."""
+
+INITIAL_STATES = {"lstm": ("initial_h", "initial_c"), "gru": ("initial_h",), "rnn": ("initial_h",)}
+OPTIONAL_WEIGHTS = {"lstm": ("initial_h", "initial_c", "peephole"), "gru": ("initial_h",), "rnn": ("initial_h",)}
+"""Optional start states of a recurrent layer: [units] for every sequence, or [batch, units] for a
+model of fixed batch (ONNX initial_h / initial_c). Without them a sequence starts from zeros."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +271,13 @@ def infer_shape(layer: Layer, shapes: list[tuple], error: type = ShapeError) -> 
         _weight(layer, "bias", (gates * units,), error)
         if kind == "gru":
             _weight(layer, "recurrent_bias", (gates * units,), error)
+        if "peephole" in w:
+            _weight(layer, "peephole", (3 * units,), error)
+        for name in INITIAL_STATES[kind]:
+            if name in w:
+                _require(w[name].ndim in (1, 2) and w[name].shape[-1] == units, error,
+                         f"{where}: {name} has shape {w[name].shape}, expected [{units}] or [batch, {units}]")
+                _weight(layer, name, w[name].shape, error)
         return (x[0], units) if a["return_sequences"] else (units,)
     if kind in ("dense", "conv1d"):
         if kind == "conv1d" or len(x) != 1:
@@ -277,8 +298,8 @@ def infer_shape(layer: Layer, shapes: list[tuple], error: type = ShapeError) -> 
         _require(table.ndim == 2 and min(table.shape) >= 1, error, f"{where} has a table of shape {table.shape}")
         _weight(layer, "embeddings", table.shape, error)
         return (x[0], table.shape[1])
-    if kind in ("activation", "masking", "batch_norm", "layer_norm", "reverse"):
-        if kind in ("masking", "reverse"):
+    if kind in ("activation", "masking", "batch_norm", "layer_norm", "reverse", "length_mask"):
+        if kind in ("masking", "reverse", "length_mask"):
             needs(2, "a sequence")
         _require(len(x) >= 1, error, f"{where} needs an input with features")
         for name in SCHEMA[kind][1]:
@@ -331,7 +352,8 @@ def validate(graph: Graph, error: type = ShapeError) -> None:
             _require(key in layer.attrs and ok(layer.attrs[key]), error,
                      f"layer '{layer.name}' ({layer.kind}) has a missing or bad attribute "
                      f"'{key}': {layer.attrs.get(key)!r}")
-        _require(sorted(layer.weights) == sorted(weights), error,
+        optional = OPTIONAL_WEIGHTS.get(layer.kind, ())
+        _require(sorted(w for w in layer.weights if w not in optional) == sorted(weights), error,
                  f"layer '{layer.name}' ({layer.kind}) holds weights {sorted(layer.weights)}, expected {sorted(weights)}")
         for src in layer.inputs:
             _require(src in shapes, error, f"layer '{layer.name}' reads '{src}', which is not an earlier layer")

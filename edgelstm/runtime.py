@@ -54,6 +54,7 @@ class _Workspace:
         self.streaming = streaming  # ops get one time step per call and keep what they need as state
         self.buffers: dict[str, np.ndarray] = {}
         self.states: dict[str, tuple[np.ndarray, ...]] = {}
+        self.initial: dict[str, list] = {}  # per layer: the arrays its states restart from (None: zeros)
 
     def buffer(self, key: str, shape: tuple, dtype=np.float32) -> np.ndarray:
         buf = self.buffers.get(key)
@@ -67,17 +68,28 @@ class _Workspace:
         return mask
 
     def state(self, layer: Layer, batch: int, count: int, shape: tuple = ()) -> tuple[np.ndarray, ...]:
-        """`count` zero-initialised state arrays [batch, *shape] (default shape: [units]) of `layer`."""
+        """`count` state arrays [batch, *shape] (default shape: [units]) of `layer`, starting from
+        zeros or from the layer's ``initial_h``/``initial_c`` weights."""
         shape = (batch,) + (shape or (layer.attrs["units"],))
         state = self.states.get(layer.name)
         if state is None or state[0].shape != shape:
+            initial = [layer.weights.get(name) for name in ("initial_h", "initial_c")[:count]]
+            for start in initial:
+                if start is not None and start.ndim == 2 and start.shape[0] != batch:
+                    raise ShapeError(f"layer '{layer.name}' has initial states for a batch of {start.shape[0]}; "
+                                     f"the input has a batch of {batch}")
+            self.initial[layer.name] = initial
             state = self.states[layer.name] = tuple(np.zeros(shape, np.float32) for _ in range(count))
+            self._restart(layer.name)
         return state
 
+    def _restart(self, name: str) -> None:
+        for array, start in zip(self.states[name], self.initial[name]):
+            array[...] = 0.0 if start is None else start
+
     def reset_states(self) -> None:
-        for state in self.states.values():
-            for array in state:
-                array.fill(0.0)
+        for name in self.states:
+            self._restart(name)
 
 
 # An op maps (input arrays, input masks, workspace) to (output array, the mask it produces or None).
@@ -121,6 +133,10 @@ def _build_op(layer: Layer, k) -> _Op:
         rec_act = activations.CODES.get(a.get("recurrent_activation", "sigmoid"))
         rs, back, zero = bool(a["return_sequences"]), bool(a["go_backwards"]), bool(a["zero_output_for_mask"])
         units = a["units"]
+        if layer.kind == "lstm":
+            out_act = activations.CODES[a["output_activation"]]
+            clip, input_forget = float(a["clip"]), bool(a["input_forget"])
+            peephole = w.get("peephole", np.zeros(0, np.float32))
 
         def recurrent(xs, masks, ws):
             x = xs[0]
@@ -129,7 +145,8 @@ def _build_op(layer: Layer, k) -> _Op:
             out = ws.buffer(name, (batch, steps if rs else 1, units))
             if layer.kind == "lstm":
                 h, c = ws.state(layer, batch, 2)
-                k.lstm(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], act, rec_act, back, rs, zero, h, c, out)
+                k.lstm(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], peephole, act, rec_act, out_act,
+                       clip, input_forget, back, rs, zero, h, c, out)
             elif layer.kind == "gru":
                 (h,) = ws.state(layer, batch, 1)
                 k.gru(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], w["recurrent_bias"], act, rec_act,
@@ -229,6 +246,16 @@ def _build_op(layer: Layer, k) -> _Op:
             np.copyto(out, xs[0][:, None, :])
             return out, None
         return repeat
+
+    if layer.kind == "length_mask":
+        lengths = np.asarray(a["lengths"])
+
+        def length_mask(xs, masks, ws):
+            if xs[0].shape[0] != len(lengths):
+                raise ShapeError(f"layer '{name}' has sequence lengths for a batch of {len(lengths)}; "
+                                 f"the input has a batch of {xs[0].shape[0]}")
+            return xs[0], np.arange(xs[0].shape[1])[None, :] < lengths[:, None]
+        return length_mask
 
     if layer.kind == "take_step":
         def take_step(xs, masks, ws):

@@ -26,7 +26,8 @@ def small_graph(seed: int = 0, features: int = 3, units: int = 5) -> Graph:
                  "zero_output_for_mask": False, "activation": "tanh", "recurrent_activation": "sigmoid"}
     return Graph(layers=[
         Layer("input", "input", [], {"shape": [None, features], "dtype": "float32"}),
-        Layer("lstm", "lstm", ["input"], dict(recurrent, units=units),
+        Layer("lstm", "lstm", ["input"], dict(recurrent, units=units, output_activation="tanh", clip=0.0,
+                                              input_forget=False),
               {"kernel": r(features, 4 * units), "recurrent_kernel": r(units, 4 * units), "bias": r(4 * units)}),
         Layer("gru", "gru", ["lstm"], dict(recurrent, units=units, reset_after=True, return_sequences=False),
               {"kernel": r(units, 3 * units), "recurrent_kernel": r(units, 3 * units), "bias": r(3 * units),

@@ -25,6 +25,7 @@ def recurrent_case(draw):
         batch=draw(st.integers(1, 4)), steps=draw(st.integers(1, 6)),
         features=draw(st.integers(1, 5)), units=draw(st.integers(1, 7)),
         act=draw(st.sampled_from(GATE_CODES)), rec_act=draw(st.sampled_from(BOUNDED_CODES)),
+        out_act=draw(st.sampled_from(BOUNDED_CODES)),
         go_backwards=draw(st.booleans()), return_sequences=draw(st.booleans()),
         zero_output_for_mask=draw(st.booleans()), masked=draw(st.booleans()),
     )
@@ -44,7 +45,9 @@ def _run_both(kind, case):
         out = np.zeros((b, t if case["return_sequences"] else 1, h), np.float32)
         flags = (case["go_backwards"], case["return_sequences"], case["zero_output_for_mask"])
         if kind == "lstm":
-            module.lstm(x, mask, *weights, case["act"], case["rec_act"], *flags, *own_states, out)
+            peephole = arrays(np.random.default_rng(case["seed"] + 2), 3 * h) if case["seed"] % 3 else weights[2][:0]
+            module.lstm(x, mask, *weights, peephole, case["act"], case["rec_act"], case["out_act"],
+                        0.3 * (case["seed"] % 2), case["seed"] % 5 == 0, *flags, *own_states, out)
         elif kind == "gru":
             module.gru(x, mask, *weights, arrays(np.random.default_rng(case["seed"] + 1), gates * h),
                        case["act"], case["rec_act"], case["seed"] % 2 == 0, *flags, *own_states, out)

@@ -11,7 +11,7 @@ from ..ir import Graph
 
 _ZIP = b"PK\x03\x04"
 _HDF5 = b"\x89HDF\r\n\x1a\n"
-SUPPORTED = ".elstm (edgelstm), .keras (Keras 3), .h5 (Keras 2 or 3 legacy HDF5)"
+SUPPORTED = ".elstm (edgelstm), .keras (Keras 3), .h5 (Keras 2 or 3 legacy HDF5), .onnx (opset 13+)"
 
 
 def import_file(source: str | os.PathLike) -> Graph:
@@ -28,4 +28,8 @@ def import_file(source: str | os.PathLike) -> Graph:
         from . import keras
 
         return keras.import_keras(path)
+    if path.suffix == ".onnx":
+        from . import onnx
+
+        return onnx.import_onnx(path)
     raise FormatError(f"{path} is not a model file edgelstm reads; supported: {SUPPORTED}")

@@ -369,6 +369,8 @@ def _recurrent(kind: str, cfg: dict, weights: list[np.ndarray], name: str, sourc
     tensors = {"kernel": w[0], "recurrent_kernel": w[1]}
     if kind != "rnn":
         attrs["recurrent_activation"] = ctx.activation(cfg.get("recurrent_activation", "sigmoid"), where, gate=True)
+    if kind == "lstm":
+        attrs.update(output_activation=attrs["activation"], clip=0.0, input_forget=False)
     if kind == "gru":
         attrs["reset_after"] = bool(cfg.get("reset_after", bias.ndim == 2))  # Keras < 2.1 wrote no key
         if attrs["reset_after"] != (bias.ndim == 2) and use_bias:

@@ -74,8 +74,13 @@ _NONE = np.zeros((1, 0), np.float32)  # the cell state of cells that have none: 
 
 
 @njit(**_jit)
+def _clip(v, clip):
+    return min(max(v, -clip), clip) if clip > 0.0 else v
+
+
+@njit(**_jit)
 def _cell_step(cell, x_t, h, c, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-               xz, hz, new_h):
+               peephole, out_act, clip, input_forget, xz, hz, new_h):
     """One step of an LSTM, GRU or simple RNN cell for one sequence: new_h from x_t and h (c updated)."""
     units = h.shape[0]
     empty = x_t[:0]  # _project with an empty vector skips that product
@@ -104,16 +109,25 @@ def _cell_step(cell, x_t, h, c, kernel, recurrent_kernel, bias, recurrent_bias, 
         for j in range(units):
             new_h[j] = A.apply(act, xz[j])
         return
+    peep = peephole.shape[0] > 0
     for j in range(units):
-        cell_j = (A.apply(rec_act, xz[units + j]) * c[j]
-                  + A.apply(rec_act, xz[j]) * A.apply(act, xz[2 * units + j]))
+        zi, zf, zo = xz[j], xz[units + j], xz[3 * units + j]
+        if peep:
+            zi += peephole[j] * c[j]
+            zf += peephole[units + j] * c[j]
+        gate_i = A.apply(rec_act, _clip(zi, clip))
+        gate_f = 1.0 - gate_i if input_forget else A.apply(rec_act, _clip(zf, clip))
+        cell_j = gate_f * c[j] + gate_i * A.apply(act, _clip(xz[2 * units + j], clip))
         c[j] = cell_j
-        new_h[j] = A.apply(rec_act, xz[3 * units + j]) * A.apply(act, cell_j)
+        if peep:
+            zo += peephole[2 * units + j] * cell_j
+        new_h[j] = A.apply(rec_act, _clip(zo, clip)) * A.apply(out_act, cell_j)
 
 
 @njit(parallel=True, **_jit)
 def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-              go_backwards, return_sequences, zero_output_for_mask, h, c, out):
+              peephole, out_act, clip, input_forget, go_backwards, return_sequences, zero_output_for_mask, h, c,
+              out):
     """Run a cell over x [B, T, I] with Keras's masking rule; one sequence per parallel task."""
     batch, steps = x.shape[0], x.shape[1]
     units = h.shape[1]
@@ -131,7 +145,7 @@ def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act
                         out[b, s, j] = 0.0 if zero_output_for_mask else h[b, j]
                 continue
             _cell_step(cell, x[b, t], h[b], c_b, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
-                       reset_after, xz, hz, new_h)
+                       reset_after, peephole, out_act, clip, input_forget, xz, hz, new_h)
             h[b, :] = new_h
             if return_sequences:
                 out[b, s, :] = new_h
@@ -143,21 +157,21 @@ def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act
 # bias, a GRU's cell state) are filled with arrays of the right type that are never read.
 
 
-def lstm(x, mask, kernel, recurrent_kernel, bias, act, rec_act, go_backwards, return_sequences,
-         zero_output_for_mask, h, c, out):
-    _sequence(_LSTM, x, mask, kernel, recurrent_kernel, bias, bias, act, rec_act, False,
-              go_backwards, return_sequences, zero_output_for_mask, h, c, out)
+def lstm(x, mask, kernel, recurrent_kernel, bias, peephole, act, rec_act, out_act, clip, input_forget,
+         go_backwards, return_sequences, zero_output_for_mask, h, c, out):
+    _sequence(_LSTM, x, mask, kernel, recurrent_kernel, bias, bias, act, rec_act, False, peephole, out_act,
+              clip, input_forget, go_backwards, return_sequences, zero_output_for_mask, h, c, out)
 
 
 def gru(x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
         go_backwards, return_sequences, zero_output_for_mask, h, out):
     _sequence(_GRU, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-              go_backwards, return_sequences, zero_output_for_mask, h, _NONE, out)
+              bias[:0], act, 0.0, False, go_backwards, return_sequences, zero_output_for_mask, h, _NONE, out)
 
 
 def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_sequences,
         zero_output_for_mask, h, out):
-    _sequence(_RNN, x, mask, kernel, recurrent_kernel, bias, bias, act, act, False,
+    _sequence(_RNN, x, mask, kernel, recurrent_kernel, bias, bias, act, act, False, bias[:0], act, 0.0, False,
               go_backwards, return_sequences, zero_output_for_mask, h, _NONE, out)
 
 

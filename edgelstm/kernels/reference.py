@@ -74,15 +74,22 @@ def _run(step, x, mask, go_backwards, return_sequences, zero_output_for_mask, st
         out[:, 0] = states[0]
 
 
-def lstm(x, mask, kernel, recurrent_kernel, bias, act, rec_act, go_backwards, return_sequences,
-         zero_output_for_mask, h, c, out):
-    """LSTM over x [B, T, I] from state h, c [B, H] (updated); out [B, T or 1, H]."""
-    f, g = ACTIVATION_FUNCTIONS[act], ACTIVATION_FUNCTIONS[rec_act]
+def lstm(x, mask, kernel, recurrent_kernel, bias, peephole, act, rec_act, out_act, clip, input_forget,
+         go_backwards, return_sequences, zero_output_for_mask, h, c, out):
+    """LSTM over x [B, T, I] from state h, c [B, H] (updated); out [B, T or 1, H]. `peephole` is
+    [3H] (i, f, o) or empty; `clip` > 0 bounds gate pre-activations; `input_forget` couples f = 1 - i."""
+    f, g, h_act = ACTIVATION_FUNCTIONS[act], ACTIVATION_FUNCTIONS[rec_act], ACTIVATION_FUNCTIONS[out_act]
+    p_i, p_f, p_o = np.split(peephole, 3) if peephole.size else (0.0, 0.0, 0.0)
+
+    def bound(z):
+        return np.clip(z, -clip, clip) if clip > 0 else z
 
     def step(x_t, h, c):
         i, fg, cand, o = np.split(x_t @ kernel + h @ recurrent_kernel + bias, 4, axis=1)
-        c_new = g(fg) * c + g(i) * f(cand)
-        return g(o) * f(c_new), c_new
+        gate_i = g(bound(i + p_i * c))
+        gate_f = 1.0 - gate_i if input_forget else g(bound(fg + p_f * c))
+        c_new = gate_f * c + gate_i * f(bound(cand))
+        return g(bound(o + p_o * c_new)) * h_act(c_new), c_new
 
     _run(step, x, mask, go_backwards, return_sequences, zero_output_for_mask, (h, c), out)
 

@@ -1,0 +1,57 @@
+"""Every ONNX fixture (tools/make_onnx_models.py, tools/make_tf_twins.py) converts and matches the
+outputs ONNX Runtime produced; refused models and damaged files give clear errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import edgelstm
+from edgelstm.crosscheck import to_source_output
+from edgelstm.errors import FormatError, UnsupportedError
+
+from .conftest import MODELS
+
+ATOL = 1e-5
+
+
+def _manifest(folder):
+    path = MODELS / folder / "manifest.json"
+    return [dict(f, folder=folder) for f in json.loads(path.read_text())] if path.exists() else []
+
+
+ALL = _manifest("onnx") + _manifest("tf2onnx")
+FIXTURES = [f for f in ALL if not f.get("expect_error")]
+REFUSED = [f for f in ALL if f.get("expect_error")]
+
+
+def _path(fixture, key):
+    return MODELS / fixture["folder"] / fixture[key]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f"{f['folder']}/{f['name']}")
+def test_onnx_fixture_matches_onnx_runtime(fixture, tmp_path):
+    out = tmp_path / "model.elstm"
+    edgelstm.convert(_path(fixture, "file"), out)
+    x, expected = np.load(_path(fixture, "input")), np.load(_path(fixture, "output"))
+    model = edgelstm.load(out)
+    ours = x if "source_layout" not in model.graph.metadata else np.transpose(x, (1, 0, 2)[:x.ndim])
+    got = to_source_output(model, model.predict(ours))
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("fixture", REFUSED, ids=lambda f: f"{f['folder']}/{f['name']}")
+def test_refused_onnx_models_name_the_problem(fixture, tmp_path):
+    with pytest.raises((UnsupportedError, FormatError), match=fixture["expect_error"]):
+        edgelstm.convert(_path(fixture, "file"), tmp_path / "out.elstm")
+    assert not (tmp_path / "out.elstm").exists()
+
+
+def test_missing_external_data_is_named(tmp_path):
+    dynamo = [f for f in FIXTURES if (MODELS / f["folder"] / (f["file"] + ".data")).exists()]
+    if not dynamo:
+        pytest.skip("no fixture with external data")
+    shutil.copy(_path(dynamo[0], "file"), tmp_path / "m.onnx")
+    with pytest.raises(FormatError, match="external data"):
+        edgelstm.convert(tmp_path / "m.onnx", tmp_path / "out.elstm")

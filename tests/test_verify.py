@@ -1,0 +1,70 @@
+"""Cross-checking against LiteRT and ONNX Runtime: every .tflite twin (tools/make_tf_twins.py)
+verifies against its converted Keras model; a deliberately mismatched pair fails."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgelstm
+from edgelstm import crosscheck
+from edgelstm.cli import main
+
+from .conftest import MODELS
+
+TWINS = json.loads((MODELS / "tflite" / "manifest.json").read_text())
+
+
+def _tolerance(twin):
+    """float32 twins must agree to float precision; dynamic-range int8 ones to their recorded error."""
+    return 1e-5 if twin["quantization"] == "float32" else max(2 * twin["max_abs_error_vs_keras"], 1e-3)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("elstm")
+    paths = {}
+    for name in {t["keras_model"] for t in TWINS}:
+        source = next(MODELS.glob(f"{name}.keras"))
+        paths[name] = folder / f"{name}.elstm"
+        edgelstm.convert(source, paths[name])
+    return paths
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda t: t["name"])
+def test_tflite_twin_verifies(twin, converted):
+    model = edgelstm.load(converted[twin["keras_model"]])
+    x = np.load(MODELS / "tflite" / twin["input"])
+    rows = crosscheck.verify(model, MODELS / "tflite" / twin["file"], x, atol=_tolerance(twin), rtol=0)
+    assert len(rows) == 1
+    assert rows[0].passed != twin["expect_mismatch"], rows
+
+
+def test_verify_cli_passes_and_fails(converted):
+    runner = CliRunner()
+    good = next(t for t in TWINS if t["name"] == "sensor_forecast_f32")
+    bad = next(t for t in TWINS if t["expect_mismatch"])
+    for twin, code in ((good, 0), (bad, 1)):
+        result = runner.invoke(main, ["verify", str(converted["sensor_forecast"]), "--tflite",
+                                      str(MODELS / "tflite" / twin["file"]), "-i",
+                                      str(MODELS / "tflite" / twin["input"])])
+        assert result.exit_code == code, result.output
+        assert ("OK: 1 of 1" if code == 0 else "FAIL: 0 of 1") in result.output
+        assert "max abs error" in result.output
+
+
+def test_verify_against_onnx_runtime(tmp_path):
+    fixture = next(f for f in json.loads((MODELS / "onnx" / "manifest.json").read_text())
+                   if f["name"] == "lstm_last_script")
+    edgelstm.convert(MODELS / "onnx" / fixture["file"], tmp_path / "m.elstm")
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "m.elstm"), "--onnx",
+                                       str(MODELS / "onnx" / fixture["file"]), "-i",
+                                       str(MODELS / "onnx" / fixture["input"])])
+    assert result.exit_code == 0, result.output
+
+
+def test_verify_needs_exactly_one_reference(converted):
+    result = CliRunner().invoke(main, ["verify", str(converted["sensor_forecast"]), "-i",
+                                       str(MODELS / "sensor_forecast.input.npy")])
+    assert result.exit_code == 2 and "exactly one of --tflite and --onnx" in result.output
