@@ -86,24 +86,23 @@ def to_source_output(model: Model, y: np.ndarray) -> np.ndarray:
 
 
 def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs of a ``.tflite`` model on x, by output name. The interpreter is resized to x's
-    batch; a model whose shape is frozen runs in chunks of its own batch (the last one padded)."""
+    """Outputs of a ``.tflite`` model on x, by output name. A model with a dynamic batch is resized
+    to x's; one whose batch is frozen (LiteRT's LSTM exports mostly are: resizing them fails or, at
+    batch 1, silently returns the old shape) runs in chunks of its own batch, the last one padded."""
+    make = _interpreter_class()
     try:
-        interpreter = _interpreter_class()(model_path=str(path))
+        interpreter = make(model_path=str(path))
     except ValueError as exc:
         raise FormatError(f"{path} is not a readable .tflite model ({exc})") from None
     (inp,) = interpreter.get_input_details()
-    frozen = tuple(inp["shape"])
-    try:
+    frozen, signature = tuple(inp["shape"]), tuple(inp.get("shape_signature", inp["shape"]))
+    if len(frozen) != x.ndim or any(s != -1 and f != g for s, f, g in zip(signature[1:], frozen[1:], x.shape[1:])):
+        raise ShapeError(f"{path} takes input of shape {frozen}, the given input has shape {x.shape}")
+    if signature[0] == -1 or frozen[0] == x.shape[0]:
         if frozen != x.shape:
             interpreter.resize_tensor_input(inp["index"], list(x.shape))
         interpreter.allocate_tensors()
         return _invoke_tflite(interpreter, x)
-    except (RuntimeError, ValueError):
-        pass
-    if len(frozen) != x.ndim or frozen[1:] != x.shape[1:]:
-        raise ShapeError(f"{path} takes input of shape {frozen}, the given input has shape {x.shape}")
-    interpreter = _interpreter_class()(model_path=str(path))
     interpreter.allocate_tensors()
     size = frozen[0]
     parts = []
@@ -115,6 +114,7 @@ def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _invoke_tflite(interpreter, x: np.ndarray) -> dict[str, np.ndarray]:
+    interpreter.reset_all_variables()  # fused LSTM ops keep their state in variables between calls
     (inp,) = interpreter.get_input_details()
     interpreter.set_tensor(inp["index"], _quantize(x, inp))
     interpreter.invoke()

@@ -54,6 +54,16 @@ def test_verify_cli_passes_and_fails(converted):
         assert "max abs error" in result.output
 
 
+@pytest.mark.parametrize("batch", [1, 3, 11])
+def test_frozen_batch_tflite_runs_in_chunks(batch, converted):
+    """LiteRT's LSTM exports have a frozen batch (8 here): other batches are split and padded."""
+    x = np.random.default_rng(batch).normal(size=(batch, 50, 1)).astype(np.float32)
+    for name in ("sensor_forecast_f32", "sensor_forecast_fused_f32"):
+        rows = crosscheck.verify(edgelstm.load(converted["sensor_forecast"]), MODELS / "tflite" / f"{name}.tflite",
+                                 x, atol=1e-5, rtol=0)
+        assert rows[0].shape == (batch, 1) and rows[0].passed
+
+
 def test_verify_against_onnx_runtime(tmp_path):
     fixture = next(f for f in json.loads((MODELS / "onnx" / "manifest.json").read_text())
                    if f["name"] == "lstm_last_script")

@@ -24,6 +24,10 @@ Writes
   not resize it (see the notes).  One twin has ``expect_mismatch: true``: it
   comes from a deliberately altered copy of its Keras model.
   ``input`` is relative to ``models/tflite/`` and points at the Keras fixture.
+  A dynamic-int8 twin is written only when the converter quantized some weight:
+  it skips weight tensors under 1024 elements, which is every weight of the
+  small fixtures; where the default (MLIR) quantizer quantizes nothing, the
+  legacy one is tried (``experimental_new_dynamic_range_quantizer = False``).
 
 * ``models/tf2onnx/<name>.onnx``, ``<name>.output.npy`` (ONNX Runtime's output),
   ``models/tf2onnx/manifest.json``::
@@ -92,7 +96,6 @@ ONNX_OPSET = 17
 MISMATCH_BIAS_SHIFT = 0.5
 
 BUILTIN_OPS = {v: k for k, v in vars(tflite_schema.BuiltinOperator).items() if not k.startswith("_")}
-TENSOR_TYPES = {v: k for k, v in vars(tflite_schema.TensorType).items() if not k.startswith("_")}
 
 
 # --------------------------------------------------------------------------
@@ -214,11 +217,12 @@ def tflite_twins() -> list[TfliteTwin]:
     return twins
 
 
-class NeedsFlex(Exception):
-    pass
+class Skipped(Exception):
+    """A twin that is not written; the message says why."""
 
 
 def convert(factory: ConverterFactory, quantization: str, legacy_quantizer: bool = False) -> bytes:
+    """Builtin ops only; a model that would need Flex (SELECT_TF_OPS) is skipped, saying so."""
     def attempt(ops: list) -> bytes:
         converter = factory()
         converter.target_spec.supported_ops = ops
@@ -233,8 +237,9 @@ def convert(factory: ConverterFactory, quantization: str, legacy_quantizer: bool
         try:
             attempt([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
         except Exception:  # noqa: BLE001
-            raise builtins_error from None
-        raise NeedsFlex(f"builtins-only conversion failed ({first_line(builtins_error)}); works only with SELECT_TF_OPS (Flex)") from None
+            raise Skipped(f"conversion failed: {first_line(builtins_error)}") from None
+        raise Skipped(f"builtins-only conversion failed ({first_line(builtins_error)}); "
+                      "works only with SELECT_TF_OPS, which LiteRT without Flex cannot run") from None
 
 
 def first_line(error: BaseException) -> str:
@@ -300,36 +305,48 @@ def io_summary(d: dict) -> str:
     return f"{d['name']} {d['shape_signature'].tolist()} {np.dtype(d['dtype']).name} ({quant})"
 
 
-def make_tflite_twin(twin: TfliteTwin, workdir: Path, layout: list[str]) -> dict | None:
-    fx = fixture(twin.keras_model)
-    model = with_shifted_output_bias(fx.model, MISMATCH_BIAS_SHIFT) if twin.mismatch else fx.model
-    factory_key = (twin.keras_model, twin.export, twin.mismatch)
-    if factory_key not in _FACTORIES:
-        subdir = workdir / "_".join(map(str, factory_key))
+_FACTORIES: dict[tuple, ConverterFactory] = {}
+
+
+def converter_factory(twin: TfliteTwin, workdir: Path) -> ConverterFactory:
+    """One export per (Keras model, export path, mismatch), shared by its float32 and int8 twins."""
+    key = (twin.keras_model, twin.export, twin.mismatch)
+    if key not in _FACTORIES:
+        fx = fixture(twin.keras_model)
+        model = with_shifted_output_bias(fx.model, MISMATCH_BIAS_SHIFT) if twin.mismatch else fx.model
+        subdir = workdir / "_".join(map(str, key))
         subdir.mkdir()
-        _FACTORIES[factory_key] = EXPORTS[twin.export](model, fx.x, subdir)
-    try:
-        buf = convert(_FACTORIES[factory_key], twin.quantization)
-    except Exception as error:  # noqa: BLE001
-        message = str(error) if isinstance(error, NeedsFlex) else first_line(error)
-        layout += [f"== {twin.name}: SKIPPED: {message}", ""]
-        print(f"  {twin.name}: SKIPPED ({message})")
-        return None
+        _FACTORIES[key] = EXPORTS[twin.export](model, fx.x, subdir)
+    return _FACTORIES[key]
+
+
+def convert_twin(twin: TfliteTwin, workdir: Path) -> tuple[bytes, list[str], list[str], bool]:
+    """The .tflite bytes, its op lists and int8 tensors, and whether the legacy quantizer was needed."""
+    factory = converter_factory(twin, workdir)
+    buf = convert(factory, twin.quantization)
     ops, int8 = flatbuffer_summary(buf)
     legacy = twin.quantization == "dynamic-int8" and not int8
     if legacy:
         # Both quantizers skip weights below a 1024-element minimum; on the fused LSTM(32), whose gate
         # matrices have exactly 32x32 = 1024 elements, the default (MLIR) one quantized nothing and the
         # legacy one quantized the four recurrent matrices.
-        buf = convert(_FACTORIES[factory_key], twin.quantization, legacy_quantizer=True)
+        buf = convert(factory, twin.quantization, legacy_quantizer=True)
         ops, int8 = flatbuffer_summary(buf)
-    if twin.quantization == "dynamic-int8" and not int8:
-        message = ("dynamic-range quantization (new and legacy quantizer) left every weight float32: each weight "
-                   "tensor has fewer than 1024 elements, so this twin would duplicate the float32 one")
-        layout += [f"== {twin.name}: SKIPPED: {message}", ""]
-        print(f"  {twin.name}: SKIPPED (no weight was quantized)")
+        if not int8:
+            raise Skipped("dynamic-range quantization (default and legacy quantizer) left every weight float32: "
+                          "each weight tensor has fewer than 1024 elements, so this twin would duplicate the float32 one")
+    return buf, ops, int8, legacy
+
+
+def make_tflite_twin(twin: TfliteTwin, workdir: Path, layout: list[str]) -> dict | None:
+    try:
+        buf, ops, int8, legacy = convert_twin(twin, workdir)
+    except Skipped as skipped:
+        layout += [f"== {twin.name}: SKIPPED: {skipped}", ""]
+        print(f"  {twin.name}: SKIPPED ({skipped})")
         return None
 
+    fx = fixture(twin.keras_model)
     out = run_litert(buf, fx.x)
     error = max_abs_error(out, fx.y)
     interpreter = Interpreter(model_content=buf)
@@ -376,9 +393,6 @@ def make_tflite_twin(twin: TfliteTwin, workdir: Path, layout: list[str]) -> dict
     layout.append("")
     print(f"  {twin.name}: {len(buf)} bytes, max abs error vs Keras {error:.3g}")
     return entry
-
-
-_FACTORIES: dict[tuple, ConverterFactory] = {}
 
 
 # --------------------------------------------------------------------------

@@ -278,7 +278,10 @@ class _Converter:
 
     def op_Shape(self, node):
         value = self.values[node.input[0]]
-        dims = value.shape if isinstance(value, (np.ndarray, _Zeros)) else self.dims_of(value)
+        if isinstance(value, _Dims):
+            dims = (len(value.dims),)
+        else:
+            dims = value.shape if isinstance(value, (np.ndarray, _Zeros)) else self.dims_of(value)
         start, end = self.attr(node, "start", 0), self.attr(node, "end", None)
         return _dims_value(tuple(dims)[start:end])
 
@@ -390,17 +393,15 @@ class _Converter:
             return data  # zero initial states sliced per layer stay zeros
         if isinstance(data, _Run) and len(starts) == 1 and (steps is None or steps[0] == 1):
             axis = (axes or (0,))[0] % len(data.axes)
-            dims = self.dims_of(data)
-            size = dims[axis]
-            if data.axes[axis] in ("1", "D") or (isinstance(size, int) and starts[0] <= 0 and ends[0] >= size):
-                if starts[0] in (0, -size if isinstance(size, int) else 0) and (
-                        not isinstance(size, int) or ends[0] >= size):
-                    return data  # the whole axis
-            if ends[0] >= (1 << 31) - 1 or (isinstance(size, int) and ends[0] >= size):
-                if starts[0] == -1:
-                    return self._select(node, data, axis, -1, keep=True)
-            if ends[0] - starts[0] == 1 and starts[0] >= 0:
-                return self._select(node, data, axis, starts[0], keep=True)
+            size = self.dims_of(data)[axis]
+            start, end = starts[0], ends[0]
+            to_end = end >= (1 << 31) - 1 or (isinstance(size, int) and end >= size)
+            if start == 0 and to_end:
+                return data  # the whole axis
+            if start == -1 and to_end:
+                return self._select(node, data, axis, -1, keep=True)
+            if start >= 0 and end - start == 1:
+                return self._select(node, data, axis, start, keep=True)
         raise UnsupportedError(f"{self.where(node)}: this Slice of a runtime tensor is not supported "
                                "(supported: whole axes, one step, one direction)")
 
@@ -448,7 +449,10 @@ class _Converter:
         return self._affine(node, offset=lambda c: -c, swap=True) or self._elementwise(node, np.subtract)
 
     def op_Equal(self, node):
-        return self._elementwise(node, np.equal, lambda a, b: _dims_arith(a, b, lambda x, y: int(x == y)))
+        # A symbolic size equals itself and never a negative number (torch compares shapes with -1).
+        return self._elementwise(node, np.equal, lambda a, b: _dims_arith(
+            a, b, lambda x, y: int(x == y) if isinstance(x, int) == isinstance(y, int) or min(
+                v for v in (x, y) if isinstance(v, int)) < 0 else _unknown(x, y)))
 
     def op_ReduceProd(self, node):
         value = self.values[node.input[0]]
@@ -840,7 +844,7 @@ def _dims_arith(a, b, fn):
         db = db * len(da)
     out = []
     for x, y in zip(da, db):
-        if isinstance(x, int) and isinstance(y, int):
+        if (isinstance(x, int) and isinstance(y, int)) or fn(2, 3) in (0, 1):  # plain ints, or a comparison
             out.append(fn(x, y))
         elif 1 in (x, y) and fn(2, 1) == 2:
             out.append(y if x == 1 else x)
@@ -849,6 +853,10 @@ def _dims_arith(a, b, fn):
         else:
             raise UnsupportedError(f"cannot compute with the symbolic sizes {x} and {y}")
     return _dims_value(tuple(out))
+
+
+def _unknown(x, y):
+    raise UnsupportedError(f"cannot compare the symbolic size {x} with {y}")
 
 
 def _factor(size) -> tuple:
