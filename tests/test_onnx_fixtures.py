@@ -63,11 +63,13 @@ def test_onnx_twin_gives_the_same_ir_as_its_keras_model(fixture):
     """One runtime: the tf2onnx export of a Keras model imports to the Keras importer's IR."""
     ours = edgelstm.import_model(_path(fixture, "file"))
     keras = edgelstm.import_model(next(MODELS.glob(fixture["keras_model"] + ".keras")))
-    assert [(l.kind, l.shape) for l in ours.layers] == [(l.kind, l.shape) for l in keras.layers]
+    assert [l.kind for l in ours.layers] == [l.kind for l in keras.layers]
     for a, b in zip(ours.layers, keras.layers):
+        # A sequence length the export left open (None) may be fixed in the Keras model.
+        assert all(p == q or None in (p, q) for p, q in zip(a.shape, b.shape)) and len(a.shape) == len(b.shape)
         assert sorted(a.weights) == sorted(b.weights)
         for name in a.weights:
             np.testing.assert_allclose(a.weights[name], b.weights[name], atol=1e-6)
         # Mask handling differs by design and only matters for masked inputs, which ONNX models lack.
-        attrs = {k: v for k, v in a.attrs.items() if k not in ("mask_combine", "zero_output_for_mask")}
+        attrs = {k: v for k, v in a.attrs.items() if k not in ("mask_combine", "zero_output_for_mask", "shape")}
         assert attrs == {k: b.attrs[k] for k in attrs}

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import zipfile
 import json
 import logging
 import multiprocessing
@@ -59,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -104,6 +106,7 @@ class Fixture:
     seed_name: str = ""  # seed from this name instead of the fixture's (torch export pairs)
     batch_first: bool | None = None
     expect_error: str | None = None
+    keras_model: str | None = None  # the Keras fixture this one is a twin of
 
 
 def seed_for(name: str) -> int:
@@ -111,8 +114,8 @@ def seed_for(name: str) -> int:
 
 
 def seq_input(rng: np.random.Generator, batch_first: bool = True, batch: int = BATCH,
-              steps: int = STEPS) -> np.ndarray:
-    shape = (batch, steps, FEATURES) if batch_first else (steps, batch, FEATURES)
+              steps: int = STEPS, features: int = FEATURES) -> np.ndarray:
+    shape = (batch, steps, features) if batch_first else (steps, batch, features)
     return rng.normal(0.0, 1.0, shape).astype(np.float32)
 
 
@@ -187,11 +190,13 @@ class TorchModel:
     dynamo_fixed_time: bool = False  # the dynamo export has a fixed time axis (see dynamo_notes)
     dynamo_notes: str = ""
     dynamo_expect_error: str | None = None  # the dynamo export is one edgelstm must refuse
+    keras_twin: str | None = None  # take weights and input from this Keras fixture in models/
+    features: int = FEATURES
 
     def input(self, rng: np.random.Generator, batch: int = BATCH, steps: int = STEPS) -> np.ndarray:
         if self.tokens:
             return token_input(rng, batch, steps)
-        return seq_input(rng, self.batch_first, batch, steps)
+        return seq_input(rng, self.batch_first, batch, steps, self.features)
 
     def axes(self, dynamo: bool) -> dict[int, str]:
         """The dynamic axes of x."""
@@ -220,6 +225,10 @@ TORCH_MODELS = [
     TorchModel("lstm_last", lambda: SeqModel(nn.LSTM(4, 8, batch_first=True), nn.Linear(8, 1),
                                              last_step=True),
                "LSTM(4,8,batch_first) -> out[:,-1] -> Linear(8,1)"),
+    TorchModel("sensor_forecast_twin", lambda: SeqModel(nn.LSTM(1, 32, batch_first=True), nn.Linear(32, 1),
+                                                        last_step=True),
+               "PyTorch twin of the shipped Keras example models/sensor_forecast.keras (LSTM(32) -> Dense(1)), "
+               "its weights copied over; input [8, 50, 1]", keras_twin="sensor_forecast", features=1),
     TorchModel("gru_last", lambda: SeqModel(nn.GRU(4, 8, batch_first=True), nn.Linear(8, 1),
                                             last_step=True),
                "GRU(4,8,batch_first) -> out[:,-1] -> Linear(8,1)"),
@@ -275,7 +284,27 @@ TORCH_MODELS = [
 def instantiate(spec: TorchModel, rng: np.random.Generator) -> tuple[SeqModel, np.ndarray]:
     x = spec.input(rng)
     torch.manual_seed(int(rng.integers(2**31)))
-    return spec.make().eval(), x
+    module = spec.make().eval()
+    if spec.keras_twin:
+        load_keras_weights(module, spec.keras_twin)
+        x = np.load(OUT_DIR.parent / f"{spec.keras_twin}.input.npy")
+    return module, x
+
+
+def load_keras_weights(module: SeqModel, name: str) -> None:
+    """Copy a Keras LSTM -> Dense fixture's weights (read from its .keras with h5py) into the
+    torch twin. Both order LSTM gates i, f, g/c, o; Keras keeps one bias, torch two (b_hh = 0)."""
+    with zipfile.ZipFile(OUT_DIR.parent / f"{name}.keras") as archive, \
+            h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as h5:
+        kernel, recurrent, bias = (np.asarray(h5[f"layers/lstm/cell/vars/{i}"]) for i in range(3))
+        dense_kernel, dense_bias = (np.asarray(h5[f"layers/dense/vars/{i}"]) for i in range(2))
+    with torch.no_grad():
+        module.rnn.weight_ih_l0.copy_(torch.from_numpy(kernel.T))
+        module.rnn.weight_hh_l0.copy_(torch.from_numpy(recurrent.T))
+        module.rnn.bias_ih_l0.copy_(torch.from_numpy(bias))
+        module.rnn.bias_hh_l0.zero_()
+        module.head.weight.copy_(torch.from_numpy(dense_kernel.T))
+        module.head.bias.copy_(torch.from_numpy(dense_bias))
 
 
 def torch_export(spec: TorchModel, dynamo: bool) -> Callable[[np.random.Generator], Artifact]:
@@ -347,7 +376,7 @@ def torch_fixtures() -> list[Fixture]:
             fixtures.append(Fixture(f"{spec.name}_{suffix}", producer, torch_export(spec, dynamo),
                                     spec.notes + extra, seed_name=spec.name,
                                     batch_first=None if expect_error else spec.batch_first,
-                                    expect_error=expect_error))
+                                    expect_error=expect_error, keras_model=spec.keras_twin))
     return fixtures
 
 
@@ -831,6 +860,8 @@ def make_fixture(fx: Fixture) -> dict:
         check_negative(fx, path)
         return entry
     entry["batch_first"] = fx.batch_first
+    if fx.keras_model:
+        entry["keras_model"] = fx.keras_model
     entry["notes"] += "; ops: " + ", ".join(op_types(path))
     if fx.producer == "torch-dynamo":
         entry["notes"] += external_data_note(fx.name, path)
