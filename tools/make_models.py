@@ -36,7 +36,6 @@ adding a fixture does not change the others.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -49,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import absl.logging  # noqa: E402
+from fixture_manifest import write_fixtures  # noqa: E402  (tools/ is on sys.path)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402  (Keras 3)
@@ -775,34 +775,12 @@ def make_fixture(fx: Fixture) -> dict:
 
 def main(argv: list[str]) -> int:
     only = set(argv[1:])
-    unknown = only - {fx.name for fx in FIXTURES}
-    if unknown:
-        raise SystemExit(f"unknown fixture(s): {sorted(unknown)}")
     tf.config.experimental.enable_op_determinism()
     tf.get_logger().setLevel("ERROR")
     absl.logging.set_verbosity("error")
     warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    manifest_path = OUT_DIR / "manifest.json"
-    old_entries = {}
-    if only and manifest_path.exists():
-        old_entries = {e["name"]: e for e in json.loads(manifest_path.read_text())}
-    elif not only:
-        for stale in OUT_DIR.iterdir():
-            if stale.suffix in {".keras", ".h5", ".npy", ".json"}:
-                stale.unlink()
-
-    entries = []
-    for fx in FIXTURES:
-        if only and fx.name not in only:
-            if fx.name in old_entries:
-                entries.append(old_entries[fx.name])
-            continue
-        entries.append(make_fixture(fx))
-        print(f"{fx.name:28s} {entries[-1]['file']}")
-    manifest_path.write_text(json.dumps(entries, indent=2) + "\n")
-    total = sum(p.stat().st_size for p in OUT_DIR.iterdir())
-    print(f"{len(entries)} fixtures in manifest, models/ = {total / 1024:.0f} KiB")
+    write_fixtures(OUT_DIR, FIXTURES, only, make_fixture, (".keras", ".h5", ".npy", ".json"),
+                   lambda fx, e: f"{fx.name:28s} {e['file']}")
     return 0
 
 

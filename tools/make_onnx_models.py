@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import io
 import zipfile
-import json
 import logging
 import multiprocessing
 import sys
@@ -60,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fixture_manifest import write_fixtures
 import h5py
 import numpy as np
 import onnx
@@ -903,34 +903,12 @@ def check_op_coverage(entries: list[dict]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    only = set(argv[1:])
-    unknown = only - {fx.name for fx in FIXTURES}
-    if unknown:
-        raise SystemExit(f"unknown fixture(s): {sorted(unknown)}")
     silence_logs()
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    manifest_path = OUT_DIR / "manifest.json"
-    old_entries = {}
-    if only and manifest_path.exists():
-        old_entries = {e["name"]: e for e in json.loads(manifest_path.read_text())}
-    elif not only:
-        for stale in OUT_DIR.iterdir():
-            if stale.name.endswith((".onnx", ".onnx.data", ".npy", ".json")):
-                stale.unlink()
-
-    entries = []
-    for fx in FIXTURES:
-        if only and fx.name not in only:
-            if fx.name in old_entries:
-                entries.append(old_entries[fx.name])
-            continue
-        entries.append(make_fixture(fx))
-        print(f"{fx.name:32s} {fx.producer:13s} opset {entries[-1]['opset']}")
+    only = set(argv[1:])
+    entries = write_fixtures(OUT_DIR, FIXTURES, only, make_fixture, (".onnx", ".onnx.data", ".npy", ".json"),
+                             lambda fx, e: f"{fx.name:32s} {fx.producer:13s} opset {e['opset']}")
     if not only:
         check_op_coverage(entries)
-    manifest_path.write_text(json.dumps(entries, indent=2) + "\n")
-    total = sum(p.stat().st_size for p in OUT_DIR.iterdir())
-    print(f"{len(entries)} fixtures in manifest, models/onnx = {total / 1024:.0f} KiB")
     return 0
 
 
