@@ -23,14 +23,14 @@ __all__ = ["load", "convert", "import_model", "Model", "Stream", "Graph", "Layer
 
 
 def import_model(source: str | os.PathLike) -> Graph:
-    """Read a model file of any supported kind (.elstm, .keras, .h5) into the IR."""
+    """Read a model file of any supported kind (.elstm, .keras, .h5, .onnx) into the IR."""
     from .importers import import_file
 
     return import_file(source)
 
 
 def convert(source: str | os.PathLike, destination: str | os.PathLike) -> Graph:
-    """Convert a Keras (.keras, .h5) model to an ``.elstm`` file, written atomically."""
+    """Convert a Keras (.keras, .h5) or ONNX model to an ``.elstm`` file, written atomically."""
     graph = import_model(source)
     graph.metadata.setdefault("edgelstm_version", __version__)
     artifact.write(graph, destination)

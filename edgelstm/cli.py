@@ -63,7 +63,7 @@ def _human(n: float) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Where to write the .elstm file (default: SOURCE with the .elstm suffix).")
 def convert(source, output):
-    """Convert a Keras model (.keras, .h5) to an .elstm file."""
+    """Convert a Keras (.keras, .h5) or ONNX (.onnx) model to an .elstm file."""
     output = Path(output or Path(source).with_suffix(artifact.SUFFIX))
     graph = convert_model(source, output)
     params = sum(layer.param_count() for layer in graph.layers)

@@ -78,3 +78,24 @@ def test_verify_needs_exactly_one_reference(converted):
     result = CliRunner().invoke(main, ["verify", str(converted["sensor_forecast"]), "-i",
                                        str(MODELS / "sensor_forecast.input.npy")])
     assert result.exit_code == 2 and "exactly one of --tflite and --onnx" in result.output
+
+
+def test_quantized_tensors_go_through_scale_and_zero_point():
+    detail = {"dtype": np.int8, "quantization": (0.05, -3)}
+    x = np.array([[-1.0, 0.0, 0.5, 100.0]], np.float32)
+    q = crosscheck._quantize(x, detail)
+    assert q.dtype == np.int8 and q.tolist() == [[-23, -3, 7, 127]]
+    np.testing.assert_allclose(crosscheck._dequantize(q, detail), [[-1.0, 0.0, 0.5, 6.5]], atol=1e-6)
+    plain = {"dtype": np.float32, "quantization": (0.0, 0)}
+    assert crosscheck._quantize(x, plain).dtype == np.float32 and crosscheck._dequantize(x, plain) is x
+
+
+def test_convert_and_inspect_onnx_through_the_cli(tmp_path):
+    runner = CliRunner()
+    source = MODELS / "onnx" / "lstm_bidir2_seq_dynamo.onnx"
+    result = runner.invoke(main, ["convert", str(source), "-o", str(tmp_path / "m.elstm")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["inspect", str(tmp_path / "m.elstm")])
+    assert result.exit_code == 0 and "source_format: onnx" in result.output
+    result = runner.invoke(main, ["convert", str(MODELS / "onnx" / "neg_loop.onnx"), "-o", str(tmp_path / "x.elstm")])
+    assert result.exit_code == 1 and "Loop" in result.output and "Traceback" not in result.output
