@@ -73,3 +73,9 @@ def test_onnx_twin_gives_the_same_ir_as_its_keras_model(fixture):
         # Mask handling differs by design and only matters for masked inputs, which ONNX models lack.
         attrs = {k: v for k, v in a.attrs.items() if k not in ("mask_combine", "zero_output_for_mask", "shape")}
         assert attrs == {k: b.attrs[k] for k in attrs}
+
+
+def test_split_without_sizes_follows_the_onnx_rule():
+    from edgelstm.importers.onnx import _split_sizes
+
+    assert _split_sizes(5, 2) == [3, 2] and _split_sizes(6, 3) == [2, 2, 2] and _split_sizes(7, 3) == [3, 3, 1]

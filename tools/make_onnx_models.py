@@ -179,6 +179,54 @@ class SeqModel(nn.Module):
         return out
 
 
+class LastLayerState(nn.Module):
+    """h_n[-1] of a 2-layer LSTM -> Linear: the usual PyTorch classifier head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.LSTM(FEATURES, 6, num_layers=2, batch_first=True), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[1][0][-1])
+
+
+class LearnedSecondState(nn.Module):
+    """A 2-layer LSTM whose second layer starts from a learned state: cat([zeros, h1.expand])."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(FEATURES, 6, num_layers=2, batch_first=True)
+        self.h1 = nn.Parameter(torch.rand(1, 1, 6) - 0.5)
+
+    def forward(self, x):
+        zeros = torch.zeros(1, x.shape[0], 6)
+        h0 = torch.cat([zeros, self.h1.expand(1, x.shape[0], 6)], 0)
+        return self.rnn(x, (h0, torch.zeros(2, x.shape[0], 6)))[0][:, -1]
+
+
+class ResidualSigmoid(nn.Module):
+    """sigmoid(y.unsqueeze(1)).squeeze(1) + y: the sigmoid must not fold into y's Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.LSTM(FEATURES, 6, batch_first=True), nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.head(self.rnn(x)[0][:, -1])
+        return torch.sigmoid(y.unsqueeze(1)).squeeze(1) + y
+
+
+class SqueezedOutput(nn.Module):
+    """A one-unit Linear whose output is squeezed to [batch]."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.LSTM(FEATURES, 6, batch_first=True), nn.Linear(6, 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1]).squeeze(-1)
+
+
 @dataclass
 class TorchModel:
     name: str
@@ -222,6 +270,13 @@ DYNAMO_RNN_UNROLLED = (
     f"MatMul/Add/activation nodes (no RNN node), so its time axis is fixed at {STEPS}")
 
 TORCH_MODELS = [
+    TorchModel("hn_last_2layer", LastLayerState, "2-layer LSTM -> h_n[-1] -> Linear(6,2) (Concat of the "
+               "layers' Y_h along the direction axis, then Gather -1)"),
+    TorchModel("learned_h0_layer2", LearnedSecondState, "2-layer LSTM, layer 2 starts from a learned state: "
+               "h0 = cat([zeros(1,B,6), h1.expand(1,B,6)]) -> out[:,-1]"),
+    TorchModel("sigmoid_residual", ResidualSigmoid, "LSTM -> out[:,-1] -> Linear(6,3) = y -> "
+               "sigmoid(y.unsqueeze(1)).squeeze(1) + y"),
+    TorchModel("squeezed_output", SqueezedOutput, "LSTM -> out[:,-1] -> Linear(6,1) -> squeeze(-1): output [B]"),
     TorchModel("lstm_last", lambda: SeqModel(nn.LSTM(4, 8, batch_first=True), nn.Linear(8, 1),
                                              last_step=True),
                "LSTM(4,8,batch_first) -> out[:,-1] -> Linear(8,1)"),

@@ -98,7 +98,11 @@ def _load(path: Path):
         if not target.is_file():
             raise FormatError(f"{path}: the external data file '{location}' of tensor '{tensor.name}' is missing; "
                               "keep it beside the model")
-        offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        except ValueError:
+            raise FormatError(f"{path}: tensor '{tensor.name}' has a malformed external data offset or length") \
+                from None
         size = target.stat().st_size
         if length < 0:
             length = size - offset
@@ -136,9 +140,11 @@ class _Converter:
         self.onnx = _onnx()
         self.path = path
         self.time_major = time_major  # how the graph input is read: [time, batch, ...] or [batch, time, ...]
+        self.fixed_batch: int | None = None
         self.graph = model.graph
         self.values: dict[str, Any] = {}
         self.layers: list[Layer] = []
+        self.dense_value = ("", "")  # (IR dense layer, the ONNX value it produced): what may fold into it
         self.shapes: dict[str, tuple] = {}
         self.uses: dict[str, int] = {}
         for name in [n for node in self.graph.node for n in node.input] + [o.name for o in self.graph.output]:
@@ -199,7 +205,7 @@ class _Converter:
                 parts = self.dims_of(_Run(value.names, tuple(axis.split("*"))))
                 out.append(_join(parts))
             elif axis in ("B", "T"):
-                size = self.shapes[value.names[0]][0] if axis == "T" else None
+                size = self.shapes[value.names[0]][0] if axis == "T" else self.fixed_batch
                 out.append(axis if size is None else size)
             elif axis == "F":
                 out.append(self.shapes[value.names[0]][-1])
@@ -228,12 +234,15 @@ class _Converter:
                 continue
             try:
                 results = handler(node)
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                raise FormatError(f"{self.path}: {self.where(node)} is malformed ({type(exc).__name__}: {exc})") \
-                    from None
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                raise FormatError(f"{self.path}: {self.where(node)} is malformed or unsupported "
+                                  f"({type(exc).__name__}: {exc})") from None
             for name, value in zip(node.output, results if isinstance(results, list) else [results]):
                 if name:
                     self.values[name] = value
+            if node.op_type in _VIEW_OPS and node.input[0] == self.dense_value[1] \
+                    and self.uses.get(node.input[0]) == 1:
+                self.dense_value = (self.dense_value[0], node.output[0])  # still only that dense's output
         out = self.values.get(self.graph.output[0].name)
         if not isinstance(out, _Run):
             raise UnsupportedError(f"{self.path}: the model output does not depend on its input")
@@ -241,7 +250,8 @@ class _Converter:
         if len(out.names) > 1:  # an output with a direction axis: directions side by side in features
             output = self.add(Layer(self.graph.output[0].name, "merge", list(out.names),
                                     {"op": "concatenate", "mask_combine": "any"}))
-        if sorted(l for l in out.axes if l not in ("1", "D")) != sorted(self.run_axes(output)):
+        wanted = [l for l in self.run_axes(output) if l != "F" or self.shapes[output][-1] != 1 or "F" in out.axes]
+        if sorted(l for l in out.axes if l not in ("1", "D")) != sorted(wanted):  # a width-1 F may be squeezed
             raise _LayoutError(f"{self.path}: the output has layout {out.axes}, which edgelstm cannot produce")
         metadata = {"source": self.path.name, "source_format": "onnx"}
         layout = {"input": list(self.values[self.layers[0].name].axes), "output": list(out.axes),
@@ -262,6 +272,7 @@ class _Converter:
             raise UnsupportedError(f"the model input '{value_info.name}' has shape {dims}; supported: "
                                    "float sequences [batch, time, features] or int token ids [batch, time]")
         time = dims[0] if self.time_major else dims[1]
+        self.fixed_batch = dims[1] if self.time_major else dims[0]  # an export traced at a fixed batch
         shape = [time] if ints else [time, dims[2]]
         name = value_info.name
         self.add(Layer(name, "input", [], {"shape": shape, "dtype": "int32" if ints else "float32"}))
@@ -323,7 +334,7 @@ class _Converter:
             picked = np.asarray(np.take(np.array(data.dims, dtype=object), indices.astype(np.int64)), dtype=object)
             return _dims_value(tuple(picked.reshape(-1))) if picked.ndim else _Scalar(picked.item())
         if isinstance(data, np.ndarray) and isinstance(indices, np.ndarray):
-            return np.take(data, indices, axis=axis)
+            return np.asarray(np.take(data, indices, axis=axis))
         if isinstance(data, np.ndarray) and isinstance(indices, _Run):
             return self._embedding(node, data, indices, axis)
         if isinstance(data, _Run) and isinstance(indices, np.ndarray) and indices.ndim == 0:
@@ -362,10 +373,16 @@ class _Converter:
     def op_Concat(self, node):
         axis = self.attr(node, "axis")
         values = [self.values[n] for n in node.input]
-        if all(isinstance(v, np.ndarray) for v in values):
-            return np.concatenate(values, axis=axis)
+        if all(isinstance(v, _Zeros) for v in values):
+            return values[0]  # initial states of several layers, all zero
+        if all(isinstance(v, (np.ndarray, _Zeros)) for v in values):  # batch-sized zeros broadcast as size 1
+            return np.concatenate([np.zeros([d if isinstance(d, int) else 1 for d in v.shape], np.float32)
+                                   if isinstance(v, _Zeros) else v for v in values], axis=axis)
         if all(isinstance(v, (_FOLDABLE, _Scalar)) for v in values):
             return _dims_value(sum((_as_dims(v) if not isinstance(v, _Scalar) else (v.value,) for v in values), ()))
+        if all(isinstance(v, _Run) for v in values) and len({v.axes for v in values}) == 1 \
+                and values[0].axes[axis] == "D":  # final states of several layers (h_n)
+            return _Run(sum((v.names for v in values), ()), values[0].axes)
         if all(isinstance(v, _Run) for v in values) and len({v.axes for v in values}) == 1:
             names = [self.single(node, v) for v in values]
             if axis % len(values[0].axes) != len(values[0].axes) - 1:
@@ -389,8 +406,6 @@ class _Converter:
                 index[axis] = slice(starts[i], ends[i], steps[i] if steps else 1)
             result = array[tuple(index)]
             return _dims_value(tuple(result)) if isinstance(data, _Dims) else result.astype(data.dtype)
-        if isinstance(data, _Zeros):
-            return data  # zero initial states sliced per layer stay zeros
         if isinstance(data, _Run) and len(starts) == 1 and (steps is None or steps[0] == 1):
             axis = (axes or (0,))[0] % len(data.axes)
             size = self.dims_of(data)[axis]
@@ -400,8 +415,12 @@ class _Converter:
                 return data  # the whole axis
             if start == -1 and to_end:
                 return self._select(node, data, axis, -1, keep=True)
-            if start >= 0 and end - start == 1:
+            if start >= 0 and end - start == 1 and data.axes[axis] != "F":
                 return self._select(node, data, axis, start, keep=True)
+            if data.axes[axis] == "F" and isinstance(size, int):
+                first, stop, _ = slice(start, end).indices(size)
+                if stop > first:
+                    return self._features(node, node.output[0], data, first, stop - first)
         raise UnsupportedError(f"{self.where(node)}: this Slice of a runtime tensor is not supported "
                                "(supported: whole axes, one step, one direction)")
 
@@ -423,7 +442,7 @@ class _Converter:
         if not (isinstance(run, _Run) and isinstance(const, np.ndarray)) or (swap and run is b):
             return None
         width = self.shapes[self.single(node, run)][-1]
-        if const.size not in (1, width) or const.size != const.shape[-1:].count(width) * width + (const.size == 1):
+        if not (const.size == 1 or (const.shape[-1:] == (width,) and const.size == width)):
             raise UnsupportedError(f"{self.where(node)}: a constant of shape {const.shape} is supported only "
                                    "per feature")
         const = np.broadcast_to(const.reshape(-1).astype(np.float32), (width,))
@@ -533,6 +552,8 @@ class _Converter:
         axis = self.attr(node, "axis", 1)
         if isinstance(value, np.ndarray):
             return value.reshape(int(np.prod(value.shape[:axis])), -1)
+        if not isinstance(value, _Run):
+            raise UnsupportedError(f"{self.where(node)}: cannot flatten this value")
         if axis != 1:
             raise UnsupportedError(f"{self.where(node)}: Flatten with axis {axis} is not supported (supported: 1)")
         rest = [l for l in value.axes[1:] if l != "1"]
@@ -548,33 +569,35 @@ class _Converter:
         if sizes is None and len(node.input) > 1 and node.input[1]:
             sizes = self.const(node, 1, "split sizes")
         if isinstance(value, np.ndarray):
-            bounds = np.cumsum(sizes)[:-1] if sizes is not None else len(node.output)
-            return list(np.split(value, bounds, axis=axis))
+            sizes = sizes if sizes is not None else _split_sizes(value.shape[axis], len(node.output))
+            return list(np.split(value, np.cumsum(sizes)[:-1], axis=axis))
         if isinstance(value, _Run) and value.axes[axis] == "D":
             return [_Run((n,), value.axes) for n in value.names]
         if isinstance(value, _Run) and value.axes[axis] == "F":
-            name = self.single(node, value)
-            width = self.shapes[name][-1]
-            sizes = list(sizes) if sizes is not None else [width // len(node.output)] * len(node.output)
-            parts, start = [], 0
-            for out, size in zip(node.output, sizes):
-                select = np.zeros((width, size), np.float32)  # x @ one-hot columns: an exact copy
-                select[np.arange(start, start + size), np.arange(size)] = 1.0
-                parts.append(_Run((self.add(Layer(out, "dense", [name], {"activation": "linear"},
-                                                  {"kernel": select, "bias": np.zeros(size, np.float32)})),),
-                                  value.axes))
-                start += size
-            return parts
+            width = self.shapes[self.single(node, value)][-1]
+            sizes = list(sizes) if sizes is not None else _split_sizes(width, len(node.output))
+            starts = np.cumsum([0, *sizes[:-1]])
+            return [self._features(node, out, value, start, size) for out, start, size in
+                    zip(node.output, starts, sizes)]
         raise UnsupportedError(f"{self.where(node)}: Split of a runtime tensor is supported across directions "
                                "and features only")
 
     # -- layers ---------------------------------------------------------------------------
+    def _features(self, node, out: str, value: _Run, start: int, size: int) -> _Run:
+        """Features [start, start + size) as a Dense with one-hot columns: an exact copy."""
+        name = self.single(node, value)
+        select = np.zeros((self.shapes[name][-1], size), np.float32)
+        select[np.arange(start, start + size), np.arange(size)] = 1.0
+        layer = Layer(out, "dense", [name], {"activation": "linear"},
+                      {"kernel": select, "bias": np.zeros(size, np.float32)})
+        return _Run((self.add(layer),), value.axes)
+
     def _embedding(self, node, table, ids: _Run, axis: int) -> _Run:
-        if axis != 0 or table.ndim != 2 or ids.axes != ("B", "T"):
+        if axis != 0 or table.ndim != 2 or sorted(ids.axes) != ["B", "T"]:
             raise UnsupportedError(f"{self.where(node)}: only an embedding lookup of [batch, time] ids is supported")
         name = self.add(Layer(node.output[0], "embedding", [ids.names[0]], {"mask_zero": False},
                               {"embeddings": np.ascontiguousarray(table, np.float32)}))
-        return _Run((name,), ("B", "T", "F"))
+        return _Run((name,), ids.axes + ("F",))
 
     def _select(self, node, value: _Run, axis: int, index: int, keep: bool) -> _Run:
         """One entry of an axis: a direction, a unit axis, or a time step (a ``take_step`` layer)."""
@@ -620,6 +643,16 @@ class _Converter:
         """Merge adjacent non-feature axes into one (``T*B``) or split such a merge back."""
         labels = [part for axis in value.axes for part in axis.split("*")]
         dims = self.dims_of(_Run(value.names, tuple(labels)))
+        if target.count(-1) == 1:  # the one size ONNX infers: the total divided by the others
+            total, known = _factor(_join(dims)), _factor(_join([t for t in target if t != -1]))
+            rest = list(total[0])
+            for symbol in known[0]:
+                if symbol not in rest:
+                    return None
+                rest.remove(symbol)
+            if known[1] == 0 or total[1] % known[1]:
+                return None
+            target = [_join([*rest, total[1] // known[1]]) if t == -1 else t for t in target]
         out, i = [], 0
         for size in target:
             if size == -1:
@@ -628,7 +661,8 @@ class _Converter:
             while i < len(labels) and (not group or _factor(_join([dims[j] for j in group])) != _factor(size)):
                 group.append(i)
                 i += 1
-            kept = [labels[j] for j in group if dims[j] != 1 or labels[j] in ("F", "D")]
+            kept = [labels[j] for j in group
+                    if dims[j] != 1 or labels[j] == "F" or (labels[j] == "D" and len(value.names) > 1)]
             if _factor(_join([dims[j] for j in group])) != _factor(size):
                 return None
             if len(kept) == 1:
@@ -649,7 +683,8 @@ class _Converter:
         layer = Layer(node.output[0], "dense", [name], {"activation": "linear"},
                       {"kernel": np.ascontiguousarray(kernel, np.float32),
                        "bias": np.ascontiguousarray(np.broadcast_to(bias, (kernel.shape[1],)), np.float32)})
-        return _Run((self.add(layer),), value.axes)
+        self.dense_value = (self.add(layer), node.output[0])
+        return _Run((layer.name,), value.axes)
 
     def op_MatMul(self, node):
         a, b = (self.values[n] for n in node.input)
@@ -673,25 +708,26 @@ class _Converter:
         return self._dense(node, a, kernel, None if c is None else c * self.attr(node, "beta", 1.0))
 
     def _foldable_dense(self, node, run: _Run) -> Layer | None:
-        """The dense layer that produced `run`, if only `node` reads it and it has no activation yet."""
+        """The last dense layer, if `node` reads its very output value, nothing else does, and it
+        has no activation yet: then a bias or an activation can go into it."""
         layer = self.layers[-1]
-        source = next(n for n in node.input if isinstance(self.values.get(n), _Run))
-        if (run.names == (layer.name,) and layer.kind == "dense" and layer.attrs["activation"] == "linear"
-                and self.uses.get(source) == 1):
+        name, value = self.dense_value
+        if (name == layer.name and value in node.input and self.uses.get(value) == 1
+                and layer.attrs["activation"] == "linear"):
             return layer
         return None
 
     def _add_bias(self, node, run: _Run, bias: np.ndarray) -> _Run | None:
         layer = self._foldable_dense(node, run)
-        if layer is not None and bias.size in (1, layer.weights["bias"].size):
+        if layer is not None and run.axes[-1] == "F" and bias.size in (1, layer.weights["bias"].size):
             layer.weights["bias"] = (layer.weights["bias"] + bias.reshape(-1)).astype(np.float32)
             return run
         return None
 
     def _activation(self, node, name: str):
         value = self.values[node.input[0]]
-        if isinstance(value, np.ndarray):
-            raise UnsupportedError(f"{self.where(node)}: activations of constants are not supported")
+        if not isinstance(value, _Run):
+            raise UnsupportedError(f"{self.where(node)}: activations are supported on runtime tensors only")
         if name in ("softmax", "log_softmax"):
             axis = self.attr(node, "axis", -1)
             if axis % len(value.axes) != len(value.axes) - 1:
@@ -855,6 +891,12 @@ def _dims_arith(a, b, fn):
     return _dims_value(tuple(out))
 
 
+def _split_sizes(width: int, parts: int) -> list[int]:
+    """ONNX's rule without explicit sizes: equal chunks of ceil(width / parts), the last smaller."""
+    chunk = -(-width // parts)
+    return [chunk] * (parts - 1) + [width - chunk * (parts - 1)]
+
+
 def _unknown(x, y):
     raise UnsupportedError(f"cannot compare the symbolic size {x} with {y}")
 
@@ -880,7 +922,8 @@ def _divide(a, b):
     return a // b if a.dtype.kind in "iu" and b.dtype.kind in "iu" else a / b
 
 
-_ZERO_PRESERVING = ("Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast", "Concat")
+_VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast", "Dropout", "Flatten")
+_ZERO_PRESERVING = ("Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast")
 _RECURRENT_ACTIVATIONS = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softplus": "softplus"}
 
 SUPPORTED_OPS = tuple(sorted(name[3:] for name in dir(_Converter) if name.startswith("op_")))
@@ -898,7 +941,7 @@ def _last_step_pass(graph: Graph) -> None:
         if layer.kind == "take_step" and layer.attrs["index"] == -1:
             source = graph.layer(layer.inputs[0])
             if source.kind in RECURRENT_KINDS and [r.name for r in readers.get(source.name, [])] == [layer.name] \
-                    and source.name != graph.output:
+                    and source.name != graph.output and not source.attrs["zero_output_for_mask"]:
                 source.attrs["return_sequences"] = False
                 layer.kind, layer.attrs = "alias", {}
     aliases = {l.name: l.inputs[0] for l in graph.layers if l.kind == "alias"}
