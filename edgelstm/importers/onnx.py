@@ -452,12 +452,18 @@ class _Converter:
                       {"scale": scale.astype(np.float32), "offset": offset.astype(np.float32)})
         return _Run((self.add(layer),), run.axes)
 
-    def op_Mul(self, node):
+    def _merge_runs(self, node, op: str) -> _Run | None:
+        """An elementwise op of two runtime tensors in the same view, as a merge layer."""
         a, b = (self.values[n] for n in node.input)
-        if isinstance(a, _Run) and isinstance(b, _Run) and a.axes == b.axes:
-            names = [self.single(node, v) for v in (a, b)]
-            return _Run((self.add(Layer(node.output[0], "merge", names, {"op": "multiply",
-                                                                          "mask_combine": "any"})),), a.axes)
+        if not (isinstance(a, _Run) and isinstance(b, _Run) and a.axes == b.axes):
+            return None
+        names = [self.single(node, v) for v in (a, b)]
+        return _Run((self.add(Layer(node.output[0], "merge", names, {"op": op, "mask_combine": "any"})),), a.axes)
+
+    def op_Mul(self, node):
+        merged = self._merge_runs(node, "multiply")
+        if merged is not None:
+            return merged
         return (self._affine(node, scale=lambda c: c)
                 or self._elementwise(node, np.multiply, lambda p, q: _dims_arith(p, q, lambda x, y: x * y)))
 
@@ -493,11 +499,10 @@ class _Converter:
         raise UnsupportedError(f"{self.where(node)}: Where is supported on constants and shapes only")
 
     def op_Add(self, node):
+        merged = self._merge_runs(node, "add")
+        if merged is not None:
+            return merged
         a, b = (self.values[n] for n in node.input)
-        if isinstance(a, _Run) and isinstance(b, _Run) and a.axes == b.axes:
-            names = [self.single(node, v) for v in (a, b)]
-            return _Run((self.add(Layer(node.output[0], "merge", names, {"op": "add", "mask_combine": "any"})),),
-                        a.axes)
         run, bias = (a, b) if isinstance(a, _Run) else (b, a)
         if isinstance(run, _Run) and isinstance(bias, np.ndarray):
             return self._add_bias(node, run, bias) or self._affine(node, offset=lambda c: c)
@@ -789,7 +794,7 @@ class _Converter:
         b = (self.const(node, 3, "B") if len(node.input) > 3 and node.input[3]
              else np.zeros((w.shape[0], 2 * gates * units), np.float32))
         acts = self._recurrent_activations(node, kind, w.shape[0])
-        source = self.canonical(node, _Run(x.names, self.run_axes(x.names[0])))
+        source = x.names[0]  # the layout check above leaves one IR tensor, in the IR's own layout
         if lengths is not None:  # steps past a sequence's length: masked, with zero outputs (as ONNX)
             source = self.add(Layer(source + "/lengths", "length_mask", [source],
                                     {"lengths": [int(v) for v in lengths.reshape(-1)]}))
