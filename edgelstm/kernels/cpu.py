@@ -110,6 +110,13 @@ def _cell_step(cell, x_t, h, c, kernel, recurrent_kernel, bias, recurrent_bias, 
             new_h[j] = A.apply(act, xz[j])
         return
     peep = peephole.shape[0] > 0
+    if not peep and clip <= 0.0 and not input_forget:  # the plain (Keras) LSTM: no extra work per gate
+        for j in range(units):
+            cell_j = (A.apply(rec_act, xz[units + j]) * c[j]
+                      + A.apply(rec_act, xz[j]) * A.apply(act, xz[2 * units + j]))
+            c[j] = cell_j
+            new_h[j] = A.apply(rec_act, xz[3 * units + j]) * A.apply(out_act, cell_j)
+        return
     for j in range(units):
         zi, zf, zo = xz[j], xz[units + j], xz[3 * units + j]
         if peep:
