@@ -214,13 +214,21 @@ class _Converter:
         return tuple(out)
 
     # -- driving --------------------------------------------------------------------------
+    def handler(self, op_type: str) -> Callable | None:
+        """The method converting an op: ``op_<type>``, or an activation / recurrent op by table."""
+        if op_type in _ACTIVATION_OPS:
+            return lambda node: self._activation(node, _ACTIVATION_OPS[op_type])
+        if op_type in _RECURRENT_OPS:
+            return lambda node: self._recurrent(node, _RECURRENT_OPS[op_type])
+        return getattr(self, "op_" + op_type, None)
+
     def convert(self) -> Graph:
         inputs = [i for i in self.graph.input if i.name not in self.values]
         if len(inputs) != 1 or len(self.graph.output) != 1:
             raise UnsupportedError(f"{self.path} has {len(inputs)} inputs and {len(self.graph.output)} outputs; "
                                    "edgelstm converts models with exactly one of each")
         # Refuse unsupported ops before anything else can fail, control flow first: it explains the rest.
-        refused = [n for n in self.graph.node if n.domain not in ("", "ai.onnx") or not hasattr(self, "op_" + n.op_type)]
+        refused = [n for n in self.graph.node if n.domain not in ("", "ai.onnx") or self.handler(n.op_type) is None]
         for node in sorted(refused, key=lambda n: n.op_type not in ("Loop", "Scan", "If"))[:1]:
             hint = (" (tf2onnx writes a Keras GRU as a Loop: convert the Keras model itself with edgelstm, "
                     "or export with PyTorch)" if node.op_type in ("Loop", "Scan") else "")
@@ -228,7 +236,7 @@ class _Converter:
                                    f"supported ops: {', '.join(SUPPORTED_OPS)}")
         self._input(inputs[0])
         for node in self.graph.node:
-            handler = getattr(self, "op_" + node.op_type)
+            handler = self.handler(node.op_type)
             if node.op_type in _ZERO_PRESERVING and node.input and isinstance(self.values.get(node.input[0]), _Zeros):
                 self.values[node.output[0]] = self.values[node.input[0]]  # slices of zero initial states
                 continue
@@ -744,31 +752,7 @@ class _Converter:
             return value
         return _Run((self.add(Layer(node.output[0], "activation", [source], {"activation": name})),), value.axes)
 
-    def op_Relu(self, node):
-        return self._activation(node, "relu")
-
-    def op_Sigmoid(self, node):
-        return self._activation(node, "sigmoid")
-
-    def op_Tanh(self, node):
-        return self._activation(node, "tanh")
-
-    def op_Softmax(self, node):
-        return self._activation(node, "softmax")
-
-    def op_LogSoftmax(self, node):
-        return self._activation(node, "log_softmax")
-
     # -- recurrent ops --------------------------------------------------------------------
-    def op_LSTM(self, node):
-        return self._recurrent(node, "lstm")
-
-    def op_GRU(self, node):
-        return self._recurrent(node, "gru")
-
-    def op_RNN(self, node):
-        return self._recurrent(node, "rnn")
-
     def _recurrent(self, node, kind: str):
         where = self.where(node)
         x = self.values[node.input[0]]
@@ -927,11 +911,15 @@ def _divide(a, b):
     return a // b if a.dtype.kind in "iu" and b.dtype.kind in "iu" else a / b
 
 
+_ACTIVATION_OPS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax",
+                   "LogSoftmax": "log_softmax"}
+_RECURRENT_OPS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
 _VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast", "Dropout", "Flatten")
 _ZERO_PRESERVING = ("Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast")
 _RECURRENT_ACTIVATIONS = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softplus": "softplus"}
 
-SUPPORTED_OPS = tuple(sorted(name[3:] for name in dir(_Converter) if name.startswith("op_")))
+SUPPORTED_OPS = tuple(sorted([*(name[3:] for name in dir(_Converter) if name.startswith("op_")),
+                             *_ACTIVATION_OPS, *_RECURRENT_OPS]))
 
 
 def _last_step_pass(graph: Graph) -> None:
