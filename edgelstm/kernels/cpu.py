@@ -8,6 +8,7 @@ vectorisation.
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -17,7 +18,28 @@ from .reference import MERGE_AVERAGE, MERGE_MULTIPLY
 __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", "merge", "conv1d", "pool1d",
            "global_pool1d", "batch_norm", "layer_norm"]
 
-_jit = dict(cache=True, error_model="numpy")
+_jit = dict(cache=True, error_model="numpy", fastmath={"contract"})
+
+
+_PANEL = 512  # output columns per pass of a matrix product: a panel of weights stays in cache
+
+
+@njit(**_jit)
+def _activate(code, v, lo, hi):
+    """v[lo:hi] = code(v[lo:hi]) in place; sigmoid and tanh by the vectorising float32 forms."""
+    u = v[lo:hi]  # loops indexed from 0: numba then needs no negative-index fix-up, and LLVM vectorises
+    if code == A.SIGMOID:
+        for j in range(u.shape[0]):
+            u[j] = A.sigmoid32(u[j])
+    elif code == A.TANH:
+        for j in range(u.shape[0]):
+            u[j] = A.tanh32(u[j])
+    elif code == A.RELU:
+        for j in range(u.shape[0]):
+            u[j] = max(u[j], 0.0)
+    elif code != A.LINEAR:
+        for j in range(u.shape[0]):
+            u[j] = A.apply(code, u[j])
 
 
 @njit(**_jit)
@@ -31,9 +53,8 @@ def _activate_row(row, act):
             total += math.exp(row[j] - top)
         for j in range(row.shape[0]):
             row[j] = math.exp(row[j] - top) / total if act == A.SOFTMAX else row[j] - top - math.log(total)
-    elif act != A.LINEAR:
-        for j in range(row.shape[0]):
-            row[j] = A.apply(act, row[j])
+    else:
+        _activate(act, row, 0, row.shape[0])
 
 
 @njit(parallel=True, **_jit)
@@ -43,30 +64,104 @@ def activation(x, act, out):
         _activate_row(out[n], act)
 
 
-@njit(parallel=True, **_jit)
-def dense(x, kernel, bias, act, out):
-    for n in prange(x.shape[0]):
-        row = out[n]
-        row[:] = bias
-        for k in range(x.shape[1]):
-            v = x[n, k]
-            for j in range(row.shape[0]):
-                row[j] += v * kernel[k, j]
-        _activate_row(row, act)
+# Matrix products. The loops run over contiguous output columns so LLVM vectorises them; each
+# pass over z folds in several rows of the weights (one load and store of z per several FMAs).
+# Slicing the rows first lets numba index from 0, which LLVM needs to vectorise.
+
+@njit(**_jit)
+def _add_row_product(z, a, w, j0, j1):
+    """z[j0:j1] += a @ w[:, j0:j1] for one row a, eight rows of w per pass."""
+    n = a.shape[0]
+    y = z[j0:j1]
+    k = 0
+    while k + 8 <= n:
+        a0, a1, a2, a3, a4, a5, a6, a7 = a[k], a[k + 1], a[k + 2], a[k + 3], a[k + 4], a[k + 5], a[k + 6], a[k + 7]
+        w0, w1, w2, w3 = w[k, j0:j1], w[k + 1, j0:j1], w[k + 2, j0:j1], w[k + 3, j0:j1]
+        w4, w5, w6, w7 = w[k + 4, j0:j1], w[k + 5, j0:j1], w[k + 6, j0:j1], w[k + 7, j0:j1]
+        for j in range(y.shape[0]):
+            y[j] += ((a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
+                     + ((a4 * w4[j] + a5 * w5[j]) + (a6 * w6[j] + a7 * w7[j])))
+        k += 8
+    for k in range(k, n):
+        ak, wk = a[k], w[k, j0:j1]
+        for j in range(y.shape[0]):
+            y[j] += ak * wk[j]
 
 
 @njit(**_jit)
-def _project(z, bias, x_t, kernel, h, recurrent_kernel):
-    """z = bias + x_t @ kernel + h @ recurrent_kernel, as row updates that vectorise over z."""
-    z[:] = bias
-    for k in range(x_t.shape[0]):
-        v = x_t[k]
-        for j in range(z.shape[0]):
-            z[j] += v * kernel[k, j]
-    for k in range(h.shape[0]):
-        v = h[k]
-        for j in range(z.shape[0]):
-            z[j] += v * recurrent_kernel[k, j]
+def _add_rows4_product(z, a, r, w, j0, j1):
+    """z[r:r+4, j0:j1] += a[r:r+4] @ w[:, j0:j1]: four rows of `a` share every load of `w`."""
+    n = a.shape[1]
+    y0, y1, y2, y3 = z[r, j0:j1], z[r + 1, j0:j1], z[r + 2, j0:j1], z[r + 3, j0:j1]
+    k = 0
+    while k + 4 <= n:
+        w0, w1, w2, w3 = w[k, j0:j1], w[k + 1, j0:j1], w[k + 2, j0:j1], w[k + 3, j0:j1]
+        p0, q0, s0, t0 = a[r, k], a[r, k + 1], a[r, k + 2], a[r, k + 3]
+        p1, q1, s1, t1 = a[r + 1, k], a[r + 1, k + 1], a[r + 1, k + 2], a[r + 1, k + 3]
+        p2, q2, s2, t2 = a[r + 2, k], a[r + 2, k + 1], a[r + 2, k + 2], a[r + 2, k + 3]
+        p3, q3, s3, t3 = a[r + 3, k], a[r + 3, k + 1], a[r + 3, k + 2], a[r + 3, k + 3]
+        for j in range(y0.shape[0]):
+            u, v, e, f = w0[j], w1[j], w2[j], w3[j]
+            y0[j] += (p0 * u + q0 * v) + (s0 * e + t0 * f)
+            y1[j] += (p1 * u + q1 * v) + (s1 * e + t1 * f)
+            y2[j] += (p2 * u + q2 * v) + (s2 * e + t2 * f)
+            y3[j] += (p3 * u + q3 * v) + (s3 * e + t3 * f)
+        k += 4
+    for k in range(k, n):
+        wk = w[k, j0:j1]
+        p0, p1, p2, p3 = a[r, k], a[r + 1, k], a[r + 2, k], a[r + 3, k]
+        for j in range(y0.shape[0]):
+            u = wk[j]
+            y0[j] += p0 * u
+            y1[j] += p1 * u
+            y2[j] += p2 * u
+            y3[j] += p3 * u
+
+
+@njit(**_jit)
+def add_product(z, a, w, j0, j1):
+    """z[:, j0:j1] += a @ w[:, j0:j1] (a [rows, n], w [n, width]), float32 with FMA."""
+    rows = a.shape[0]
+    for p0 in range(j0, j1, _PANEL):
+        p1 = min(p0 + _PANEL, j1)
+        r = 0
+        while r + 4 <= rows:
+            _add_rows4_product(z, a, r, w, p0, p1)
+            r += 4
+        for r in range(r, rows):
+            _add_row_product(z[r], a[r], w, p0, p1)
+
+
+def _row_blocks(rows: int) -> int:
+    """Rows per parallel task: an even share per thread, whole blocks of four; 0 runs serially."""
+    if rows < 8:
+        return 0
+    threads = numba.get_num_threads()
+    return 0 if threads == 1 else max(4, (-(-rows // threads) + 3) // 4 * 4)
+
+
+@njit(**_jit)
+def _dense_rows(x, kernel, bias, act, out):
+    for n in range(x.shape[0]):
+        out[n, :] = bias
+    add_product(out, x, kernel, 0, out.shape[1])
+    for n in range(x.shape[0]):
+        _activate_row(out[n], act)
+
+
+@njit(parallel=True, **_jit)
+def _dense_parallel(x, kernel, bias, act, out, block):
+    for i in prange((x.shape[0] + block - 1) // block):
+        lo, hi = i * block, min((i + 1) * block, x.shape[0])
+        _dense_rows(x[lo:hi], kernel, bias, act, out[lo:hi])
+
+
+def dense(x, kernel, bias, act, out):
+    block = _row_blocks(x.shape[0])
+    if block:
+        _dense_parallel(x, kernel, bias, act, out, block)
+    else:
+        _dense_rows(x, kernel, bias, act, out)
 
 
 _LSTM, _GRU, _RNN = range(3)
@@ -79,85 +174,130 @@ def _clip(v, clip):
 
 
 @njit(**_jit)
-def _cell_step(cell, x_t, h, c, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-               peephole, out_act, clip, input_forget, xz, hz, new_h):
-    """One step of an LSTM, GRU or simple RNN cell for one sequence: new_h from x_t and h (c updated)."""
+def _lstm_update(z, h, c, act, rec_act, out_act):
+    """The plain LSTM cell from its gate sums z [i f g o]: c and h updated in place."""
     units = h.shape[0]
-    empty = x_t[:0]  # _project with an empty vector skips that product
-    if cell == _GRU:
-        _project(xz, bias, x_t, kernel, empty, recurrent_kernel)
-        _project(hz, recurrent_bias, empty, kernel, h, recurrent_kernel)
-        if not reset_after:  # the candidate's recurrent product must see r * h: redo that block
-            for j in range(units):
-                new_h[j] = A.apply(rec_act, xz[units + j] + hz[units + j]) * h[j]
-            hz[2 * units:] = recurrent_bias[2 * units:]
-            for k in range(units):
-                v = new_h[k]
-                for j in range(units):
-                    hz[2 * units + j] += v * recurrent_kernel[k, 2 * units + j]
-        for j in range(units):
-            update = A.apply(rec_act, xz[j] + hz[j])
-            if reset_after:
-                reset = A.apply(rec_act, xz[units + j] + hz[units + j])
-                cand = A.apply(act, xz[2 * units + j] + reset * hz[2 * units + j])
-            else:
-                cand = A.apply(act, xz[2 * units + j] + hz[2 * units + j])
-            new_h[j] = update * h[j] + (1.0 - update) * cand
-        return
-    _project(xz, bias, x_t, kernel, h, recurrent_kernel)
-    if cell == _RNN:
-        for j in range(units):
-            new_h[j] = A.apply(act, xz[j])
-        return
-    peep = peephole.shape[0] > 0
-    if not peep and clip <= 0.0 and not input_forget:  # the plain (Keras) LSTM: no extra work per gate
-        for j in range(units):
-            cell_j = (A.apply(rec_act, xz[units + j]) * c[j]
-                      + A.apply(rec_act, xz[j]) * A.apply(act, xz[2 * units + j]))
-            c[j] = cell_j
-            new_h[j] = A.apply(rec_act, xz[3 * units + j]) * A.apply(out_act, cell_j)
-        return
+    _activate(rec_act, z, 0, 2 * units)
+    _activate(act, z, 2 * units, 3 * units)
+    _activate(rec_act, z, 3 * units, 4 * units)
+    gate_i, gate_f, cand, gate_o = z[:units], z[units:2 * units], z[2 * units:3 * units], z[3 * units:]
     for j in range(units):
-        zi, zf, zo = xz[j], xz[units + j], xz[3 * units + j]
+        c[j] = gate_f[j] * c[j] + gate_i[j] * cand[j]
+        cand[j] = c[j]
+    _activate(out_act, cand, 0, units)
+    for j in range(units):
+        h[j] = gate_o[j] * cand[j]
+
+
+@njit(**_jit)
+def _lstm_update_general(z, h, c, act, rec_act, out_act, peephole, clip, input_forget):
+    """The LSTM cell with ONNX's options: peepholes, clipped gate sums, coupled input-forget gate."""
+    units = h.shape[0]
+    peep = peephole.shape[0] > 0
+    for j in range(units):
+        zi, zf, zo = z[j], z[units + j], z[3 * units + j]
         if peep:
             zi += peephole[j] * c[j]
             zf += peephole[units + j] * c[j]
         gate_i = A.apply(rec_act, _clip(zi, clip))
         gate_f = 1.0 - gate_i if input_forget else A.apply(rec_act, _clip(zf, clip))
-        cell_j = gate_f * c[j] + gate_i * A.apply(act, _clip(xz[2 * units + j], clip))
+        cell_j = gate_f * c[j] + gate_i * A.apply(act, _clip(z[2 * units + j], clip))
         c[j] = cell_j
         if peep:
             zo += peephole[2 * units + j] * cell_j
-        new_h[j] = A.apply(rec_act, _clip(zo, clip)) * A.apply(out_act, cell_j)
+        h[j] = A.apply(rec_act, _clip(zo, clip)) * A.apply(out_act, cell_j)
+
+
+@njit(**_jit)
+def _gru_update(xz, hz, h, act, rec_act, reset_after):
+    """The GRU cell from its input sums xz and recurrent sums hz [update reset candidate]."""
+    units = h.shape[0]
+    gates, cand, hz_cand = xz[:2 * units], xz[2 * units:], hz[2 * units:]
+    for j in range(2 * units):
+        gates[j] += hz[j]
+    _activate(rec_act, gates, 0, 2 * units)
+    reset = gates[units:]
+    for j in range(units):
+        cand[j] += reset[j] * hz_cand[j] if reset_after else hz_cand[j]
+    _activate(act, cand, 0, units)
+    for j in range(units):
+        h[j] = gates[j] * h[j] + (1.0 - gates[j]) * cand[j]
+
+
+@njit(**_jit)
+def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
+                   reset_after, peephole, out_act, clip, input_forget, go_backwards, return_sequences,
+                   zero_output_for_mask, h, c, out):
+    """Run a cell over the sequences lo..hi of x [B, T, I], all rows together step by step.
+
+    Each step's gate sums are one matrix product for all rows (bias + x_t @ kernel +
+    h @ recurrent_kernel); masked rows keep their state by Keras's rule.
+    """
+    steps, rows, units = x.shape[1], hi - lo, h.shape[1]
+    width = bias.shape[0]
+    hb = h[lo:hi]
+    xz = np.empty((rows, width), np.float32)
+    hz = np.empty((rows, width if cell == _GRU else 0), np.float32)
+    rh = np.empty((rows, units if cell == _GRU and not reset_after else 0), np.float32)
+    plain = peephole.shape[0] == 0 and clip <= 0.0 and not input_forget
+    for s in range(steps):
+        t = steps - 1 - s if go_backwards else s
+        for i in range(rows):
+            xz[i, :] = bias
+        add_product(xz, x[lo:hi, t], kernel, 0, width)
+        if cell == _GRU:
+            for i in range(rows):
+                hz[i, :] = recurrent_bias
+            add_product(hz, hb, recurrent_kernel, 0, width if reset_after else 2 * units)
+            if not reset_after:  # the candidate's recurrent product sees r * h
+                for i in range(rows):
+                    rh[i, :] = xz[i, units:2 * units] + hz[i, units:2 * units]
+                    _activate(rec_act, rh[i], 0, units)
+                    for j in range(units):
+                        rh[i, j] *= hb[i, j]
+                add_product(hz, rh, recurrent_kernel, 2 * units, 3 * units)
+        else:
+            add_product(xz, hb, recurrent_kernel, 0, width)
+        for i in range(rows):
+            b = lo + i
+            if mask[b, t]:
+                if cell == _GRU:
+                    _gru_update(xz[i], hz[i], hb[i], act, rec_act, reset_after)
+                elif cell == _RNN:
+                    _activate(act, xz[i], 0, units)
+                    hb[i, :] = xz[i]
+                elif plain:
+                    _lstm_update(xz[i], hb[i], c[b], act, rec_act, out_act)
+                else:
+                    _lstm_update_general(xz[i], hb[i], c[b], act, rec_act, out_act, peephole, clip, input_forget)
+            if return_sequences:
+                if mask[b, t] or not zero_output_for_mask:
+                    out[b, s, :] = hb[i]
+                else:
+                    out[b, s, :] = 0.0
+    if not return_sequences:
+        for i in range(rows):
+            out[lo + i, 0, :] = hb[i]
 
 
 @njit(parallel=True, **_jit)
-def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-              peephole, out_act, clip, input_forget, go_backwards, return_sequences, zero_output_for_mask, h, c,
-              out):
-    """Run a cell over x [B, T, I] with Keras's masking rule; one sequence per parallel task."""
-    batch, steps = x.shape[0], x.shape[1]
-    units = h.shape[1]
-    width = bias.shape[0]
-    for b in prange(batch):
-        xz = np.empty(width, np.float32)
-        hz = np.empty(width, np.float32)
-        new_h = np.empty(units, np.float32)
-        c_b = c[b] if cell == _LSTM else c[0]
-        for s in range(steps):
-            t = steps - 1 - s if go_backwards else s
-            if not mask[b, t]:
-                if return_sequences:
-                    for j in range(units):
-                        out[b, s, j] = 0.0 if zero_output_for_mask else h[b, j]
-                continue
-            _cell_step(cell, x[b, t], h[b], c_b, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
-                       reset_after, peephole, out_act, clip, input_forget, xz, hz, new_h)
-            h[b, :] = new_h
-            if return_sequences:
-                out[b, s, :] = new_h
-        if not return_sequences:
-            out[b, 0, :] = h[b]
+def _sequence_parallel(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
+                       peephole, out_act, clip, input_forget, go_backwards, return_sequences,
+                       zero_output_for_mask, h, c, out, block):
+    batch = x.shape[0]
+    for i in prange((batch + block - 1) // block):
+        _sequence_rows(cell, i * block, min((i + 1) * block, batch), x, mask, kernel, recurrent_kernel, bias,
+                       recurrent_bias, act, rec_act, reset_after, peephole, out_act, clip, input_forget,
+                       go_backwards, return_sequences, zero_output_for_mask, h, c, out)
+
+
+def _sequence(cell, x, *args):
+    """Rows split over threads when the batch is large enough to pay for it, else one serial call."""
+    block = _row_blocks(x.shape[0])
+    if block:
+        _sequence_parallel(cell, x, *args, block)
+    else:
+        _sequence_rows(cell, 0, x.shape[0], x, *args)
 
 
 # The three public kernels share `_sequence`; arguments a cell does not use (an LSTM's recurrent
