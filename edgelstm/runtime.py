@@ -28,14 +28,20 @@ _MERGE_CODES = {"add": reference.MERGE_ADD, "multiply": reference.MERGE_MULTIPLY
 _WORKQUEUE_LOCK = threading.Lock()
 
 
+_guard = None
+
+
 def _parallel_guard():
     """A lock when numba runs on its ``workqueue`` threading layer (used when neither OpenMP nor
     TBB is installed), which aborts the process if two threads enter parallel code at once."""
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run in this process yet: be safe
-        return _WORKQUEUE_LOCK
-    return _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
+    global _guard
+    if _guard is None:
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no parallel kernel has run in this process yet: be safe
+            return _WORKQUEUE_LOCK
+        _guard = _WORKQUEUE_LOCK if layer == "workqueue" else contextlib.nullcontext()
+    return _guard
 
 
 def select_backend(name: str):
@@ -63,8 +69,9 @@ class _Workspace:
         return buf
 
     def all_true(self, batch: int, steps: int) -> np.ndarray:
-        mask = self.buffer("<all-true>", (batch, steps), np.bool_)
-        mask.fill(True)
+        mask = self.buffers.get("<all-true>")
+        if mask is None or mask.shape != (batch, steps):  # made once per shape: kernels only read it
+            mask = self.buffers["<all-true>"] = np.ones((batch, steps), np.bool_)
         return mask
 
     def state(self, layer: Layer, batch: int, count: int, shape: tuple = ()) -> tuple[np.ndarray, ...]:
@@ -299,6 +306,9 @@ class Model:
         self.graph = graph
         self.backend = "cpu" if backend == "auto" else backend
         self._ops = [(layer, mask_rule(layer), _build_op(layer, kernels)) for layer in graph.layers[1:]]
+        # a chain (each layer reads the one before, the last is the output) runs without name lookups
+        self._chain = (graph.output == graph.layers[-1].name
+                       and all(layer.inputs == [prev.name] for prev, layer in zip(graph.layers, graph.layers[1:])))
         self._local = threading.local()
 
     @property
@@ -336,6 +346,13 @@ class Model:
         return np.ascontiguousarray(arr, np.float32)
 
     def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
+        if self._chain:
+            value, mask = x, None
+            with _parallel_guard():
+                for layer, rule, op in self._ops:
+                    value, produced = op((value,), (mask,), ws)
+                    mask = _output_mask(layer, rule, produced, (mask,))
+            return value
         values, masks = {self.graph.input.name: x}, {self.graph.input.name: None}
         with _parallel_guard():
             for layer, rule, op in self._ops:
@@ -400,6 +417,8 @@ class Stream:
         self.batch = batch
         self._ws = _Workspace(streaming=True)
         self._time_axis = self._output_has_time_axis()
+        self._step_shape = (batch,) + tuple(model.input_shape[1:])
+        self._step_dtype = np.int64 if model.input_dtype.kind == "i" else np.float32
 
     def _output_has_time_axis(self) -> bool:
         has_time = {}
@@ -416,7 +435,11 @@ class Stream:
 
     def step(self, x_t) -> np.ndarray:
         """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids)."""
-        x = self.model.prepare_input(x_t, sequence=False)
+        if (type(x_t) is np.ndarray and x_t.shape == self._step_shape and x_t.dtype == self._step_dtype
+                and x_t.flags.c_contiguous):
+            x = x_t  # already what the kernels take: skip the checks (they cost as much as a small step)
+        else:
+            x = self.model.prepare_input(x_t, sequence=False)
         if x.shape[0] != self.batch:
             raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
         y = self.model._run(x[:, None], self._ws)
