@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__, artifact, convert as convert_model, crosscheck, import_model, load
+from . import __version__, artifact, benchmark, convert as convert_model, crosscheck, import_model, load
 from .errors import EdgeLSTMError, FormatError
 from .runtime import BACKEND_CHOICES
 
@@ -167,6 +167,47 @@ def verify(ctx, model, tflite, onnx, input_path, atol, rtol, backend):
                f"atol={atol:g}, rtol={rtol:g} against {kind} ({reference})")
     if failed:
         ctx.exit(1)
+
+
+def _peer(value: str) -> tuple[str, str]:
+    kind, _, path = value.partition(":")
+    if kind not in benchmark.PEER_KINDS or not path:
+        raise click.BadParameter(f"'{value}': use tflite:PATH or onnx:PATH", param_hint="--compare")
+    if not os.path.isfile(path):
+        raise click.BadParameter(f"'{path}' is not a file", param_hint="--compare")
+    return kind, path
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Sequences per call.")
+@click.option("--seq-len", type=click.IntRange(min=1), help="Steps per sequence (models of any length need it).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every engine (default: all cores).")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
+@click.option("--compare", "peers", multiple=True, metavar="KIND:PATH",
+              help="A peer to time on the same input: tflite:model.tflite (LiteRT) or onnx:model.onnx "
+                   "(ONNX Runtime). Repeatable.")
+@click.option("--min-time", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Seconds of timed calls per engine.")
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory probes (a new process per engine).")
+@click.option("--no-cold-start", is_flag=True, help="Skip timing `edgelstm run` in a new process.")
+@click.option("--first-compile", is_flag=True, help="Also time a first run with an empty numba cache (slow).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures as JSON.")
+def bench(model, batch, seq_len, threads, backend, peers, min_time, no_memory, no_cold_start, first_compile,
+          json_path):
+    """Time a model: latency, throughput, size, memory, streaming step and cold start, beside peers."""
+    compare = [_peer(value) for value in peers]
+    phases = 1 + len(compare) + (0 if no_memory else 1 + len(compare)) + 1 + (not no_cold_start) + first_compile
+    with click.progressbar(length=phases, label="benchmarking", file=sys.stderr) as bar:
+        def progress(message):
+            bar.label = message
+            bar.update(1)
+        report = benchmark.run(model, batch, seq_len, threads, backend, compare, min_time, memory=not no_memory,
+                               cold=not no_cold_start, first_compile=first_compile, progress=progress)
+    click.echo(benchmark.format_report(report, _human))
+    if json_path:
+        benchmark.write_json(report, json_path)
+        click.echo(f"Wrote {json_path}", err=True)
 
 
 if __name__ == "__main__":

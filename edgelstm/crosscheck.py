@@ -87,13 +87,16 @@ def to_source_output(model: Model, y: np.ndarray) -> np.ndarray:
                       for label in target])
 
 
-def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs of a ``.tflite`` model on x, by output name. A model with a dynamic batch is resized
-    to x's; one whose batch is frozen (LiteRT's LSTM exports mostly are: resizing them fails or, at
-    batch 1, silently returns the old shape) runs in chunks of its own batch, the last one padded."""
+def tflite_runner(path: str | os.PathLike, x: np.ndarray, threads: int | None = None):
+    """A function running a ``.tflite`` model on inputs shaped like x, its interpreter made once.
+
+    A model with a dynamic batch is resized to x's; one whose batch is frozen (LiteRT's LSTM
+    exports mostly are: resizing them fails or, at batch 1, silently returns the old shape) runs
+    in chunks of its own batch, the last one padded. The function returns outputs by name.
+    """
     make = _interpreter_class()
     try:
-        interpreter = make(model_path=str(path))
+        interpreter = make(model_path=str(path), num_threads=threads)
     except ValueError as exc:
         raise FormatError(f"{path} is not a readable .tflite model ({exc})") from None
     (inp,) = interpreter.get_input_details()
@@ -104,17 +107,25 @@ def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
         if frozen != x.shape:
             interpreter.resize_tensor_input(inp["index"], list(x.shape))
         interpreter.allocate_tensors()
-        return _invoke_tflite(interpreter, x)
+        return lambda batch: _invoke_tflite(interpreter, batch)
     size = frozen[0]
     if frozen[1:] != x.shape[1:]:  # a dynamic time axis under a frozen batch
         interpreter.resize_tensor_input(inp["index"], [size, *x.shape[1:]])
     interpreter.allocate_tensors()
-    parts = []
-    for start in range(0, x.shape[0], size):
-        chunk = x[start:start + size]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
-        parts.append({k: v[:len(chunk)] for k, v in _invoke_tflite(interpreter, padded).items()})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def chunked(batch: np.ndarray) -> dict[str, np.ndarray]:
+        parts = []
+        for start in range(0, batch.shape[0], size):
+            chunk = batch[start:start + size]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            parts.append({k: v[:len(chunk)] for k, v in _invoke_tflite(interpreter, padded).items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return chunked
+
+
+def run_tflite(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of a ``.tflite`` model on x, by output name (see `tflite_runner`)."""
+    return tflite_runner(path, x)(x)
 
 
 def _invoke_tflite(interpreter, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -126,23 +137,34 @@ def _invoke_tflite(interpreter, x: np.ndarray) -> dict[str, np.ndarray]:
             for d in interpreter.get_output_details()}
 
 
-def run_onnx(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs of an ``.onnx`` model under ONNX Runtime on x, by output name."""
+def onnx_runner(path: str | os.PathLike, threads: int | None = None):
+    """A function running an ``.onnx`` model under ONNX Runtime (session made once): outputs by name."""
     try:
         import onnxruntime
     except ImportError:
         raise UnsupportedError("running an .onnx model needs ONNX Runtime: pip install 'edgelstm[onnxruntime]'") \
             from None
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise FormatError(f"ONNX Runtime cannot load {path}: {exc}") from None
     (inp,) = session.get_inputs()
     dtype = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(inp.type)
     if dtype is None:
         raise UnsupportedError(f"{path}: input type {inp.type} is not supported for cross-checking")
-    outputs = session.run(None, {inp.name: x.astype(dtype)})
-    return {o.name: np.asarray(y) for o, y in zip(session.get_outputs(), outputs)}
+    names = [o.name for o in session.get_outputs()]
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, map(np.asarray, session.run(None, {inp.name: x.astype(dtype, copy=False)}))))
+    return run
+
+
+def run_onnx(path: str | os.PathLike, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of an ``.onnx`` model under ONNX Runtime on x, by output name."""
+    return onnx_runner(path)(x)
 
 
 def compare(ours: np.ndarray, theirs: dict[str, np.ndarray], atol: float, rtol: float) -> list[Comparison]:
