@@ -241,7 +241,8 @@ def _run(model_path, batch, seq_len, threads, backend, compare, min_time, memory
          say) -> Report:
     model = load(model_path, backend=backend)
     x = bench_input(model, batch, seq_len)
-    reference = model.predict(x)
+    source_x = crosscheck.to_source_input(model, x)  # what the peers take (e.g. time-major ONNX)
+    ours = crosscheck.to_source_output(model, model.predict(x))
     engines = []
     say("timing edgelstm")
     times = time_calls(lambda: model.predict(x), min_time)
@@ -249,29 +250,25 @@ def _run(model_path, batch, seq_len, threads, backend, compare, min_time, memory
     for kind, path in compare:
         if kind not in PEER_KINDS:
             raise InputError(f"cannot compare with '{kind}'; use tflite:PATH or onnx:PATH")
-        say(f"timing {_ENGINE_NAMES[kind]} ({Path(path).name})")
-        source_x = crosscheck.to_source_input(model, x)
+        name = f"{_ENGINE_NAMES[kind]} ({Path(path).name})"
+        say(f"timing {name}")
         runner = _peer_runner(kind, path, source_x, threads)
-        outputs = runner(source_x)
-        ours = crosscheck.to_source_output(model, reference)
-        diffs = [float(np.abs(y - ours).max()) for y in outputs.values() if y.shape == ours.shape]
+        diffs = [float(np.abs(y - ours).max()) for y in runner(source_x).values() if y.shape == ours.shape]
         times = time_calls(lambda: runner(source_x), min_time)
-        engines.append(EngineResult(f"{_ENGINE_NAMES[kind]} ({Path(path).name})", path, Latency.of(times), 0.0, os.path.getsize(path),
-                                    None, diffs[0] if diffs else None))
+        engines.append(EngineResult(name, path, Latency.of(times), 0.0, os.path.getsize(path), None,
+                                    diffs[0] if diffs else None))
     for engine in engines:
         engine.throughput = batch / engine.latency.p50
     report = Report(cpu_name(), threads, batch, x.shape[1], engines)
     with tempfile.TemporaryDirectory() as tmp:
-        input_path = os.path.join(tmp, "x.npy")
+        input_path, source_path = os.path.join(tmp, "x.npy"), os.path.join(tmp, "source_x.npy")
         np.save(input_path, x)
+        np.save(source_path, source_x)
         if memory:
             for engine, kind in zip(engines, ["elstm", *(kind for kind, _ in compare)]):
                 say(f"peak memory of {engine.engine}")
-                source = input_path
-                if kind != "elstm":
-                    source = os.path.join(tmp, "source_x.npy")
-                    np.save(source, crosscheck.to_source_input(model, x))
-                engine.peak_memory = peak_memory(kind, engine.path, source, threads)
+                engine.peak_memory = peak_memory(kind, engine.path, input_path if kind == "elstm" else source_path,
+                                                 threads)
         if streaming and _streams(model):
             say("timing Stream.step")
             report.stream_step = stream_step_latency(model, x, min_time)

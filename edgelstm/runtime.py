@@ -305,10 +305,11 @@ class Model:
         validate(graph)
         self.graph = graph
         self.backend = "cpu" if backend == "auto" else backend
-        self._ops = [(layer, mask_rule(layer), _build_op(layer, kernels)) for layer in graph.layers[1:]]
-        # a chain (each layer reads the one before, the last is the output) runs without name lookups
-        self._chain = (graph.output == graph.layers[-1].name
-                       and all(layer.inputs == [prev.name] for prev, layer in zip(graph.layers, graph.layers[1:])))
+        # values and masks travel in lists by layer position: no name lookups on the per-step path
+        position = {layer.name: i for i, layer in enumerate(graph.layers)}
+        self._ops = [(layer, mask_rule(layer), _build_op(layer, kernels), [position[s] for s in layer.inputs])
+                     for layer in graph.layers[1:]]
+        self._output = position[graph.output]
         self._local = threading.local()
 
     @property
@@ -346,20 +347,13 @@ class Model:
         return np.ascontiguousarray(arr, np.float32)
 
     def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
-        if self._chain:
-            value, mask = x, None
-            with _parallel_guard():
-                for layer, rule, op in self._ops:
-                    value, produced = op((value,), (mask,), ws)
-                    mask = _output_mask(layer, rule, produced, (mask,))
-            return value
-        values, masks = {self.graph.input.name: x}, {self.graph.input.name: None}
+        values, masks = [x] + [None] * len(self._ops), [None] * (len(self._ops) + 1)
         with _parallel_guard():
-            for layer, rule, op in self._ops:
-                in_masks = [masks[s] for s in layer.inputs]
-                values[layer.name], produced = op([values[s] for s in layer.inputs], in_masks, ws)
-                masks[layer.name] = _output_mask(layer, rule, produced, in_masks)
-        return values[self.graph.output]
+            for position, (layer, rule, op, sources) in enumerate(self._ops, 1):
+                in_masks = [masks[i] for i in sources]
+                values[position], produced = op([values[i] for i in sources], in_masks, ws)
+                masks[position] = _output_mask(layer, rule, produced, in_masks)
+        return values[self._output]
 
     def _workspace(self) -> _Workspace:
         ws = getattr(self._local, "workspace", None)
