@@ -9,6 +9,9 @@ from edgelstm.kernels import activations, cpu, reference
 CODES = list(activations.CODES.values())
 GATE_CODES = [c for name, c in activations.CODES.items() if "softmax" not in name]
 BOUNDED_CODES = [activations.CODES[n] for n in ("sigmoid", "tanh", "hard_sigmoid", "hard_sigmoid_legacy")]
+# Gates open in [0, 1]: a GRU gated by tanh lets 1 - z reach 2, its state explodes over a few steps
+# and any two float32 orderings of the same sums drift apart beyond tolerance (float64 agrees).
+UNIT_CODES = [activations.CODES[n] for n in ("sigmoid", "hard_sigmoid", "hard_sigmoid_legacy")]
 TOL = dict(atol=2e-5, rtol=1e-5)
 
 examples = settings(max_examples=25, deadline=None)
@@ -25,7 +28,7 @@ def recurrent_case(draw):
         # batches past 8 take the parallel path, past 4 the four-row product; 8+ units its eight-row passes
         batch=draw(st.integers(1, 10)), steps=draw(st.integers(1, 6)),
         features=draw(st.integers(1, 11)), units=draw(st.integers(1, 19)), onnx_options=draw(st.booleans()),
-        act=draw(st.sampled_from(GATE_CODES)), rec_act=draw(st.sampled_from(BOUNDED_CODES)),
+        act=draw(st.sampled_from(GATE_CODES)), rec_act=draw(st.sampled_from(UNIT_CODES)),
         out_act=draw(st.sampled_from(BOUNDED_CODES)),
         go_backwards=draw(st.booleans()), return_sequences=draw(st.booleans()),
         zero_output_for_mask=draw(st.booleans()), masked=draw(st.booleans()),
@@ -38,7 +41,9 @@ def _run_both(kind, case):
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     x = arrays(rng, b, t, f, scale=1.5)
     mask = rng.random((b, t)) > 0.3 if case["masked"] else np.ones((b, t), bool)
-    weights = [arrays(rng, f, gates * h), arrays(rng, h, gates * h), arrays(rng, gates * h)]
+    # recurrent weights scaled like Keras's initialisers (spectral radius about 1): larger ones make
+    # the cell expansive, and any two float32 roundings then drift apart step by step
+    weights = [arrays(rng, f, gates * h), arrays(rng, h, gates * h, scale=0.9 / np.sqrt(h)), arrays(rng, gates * h)]
     states = [arrays(rng, b, h) for _ in range(2 if kind == "lstm" else 1)]
     results = []
     for module in (reference, cpu):
