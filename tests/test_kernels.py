@@ -1,10 +1,11 @@
 """The numba kernels held to their numpy references on random shapes and options."""
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from edgelstm.kernels import activations, cpu, reference
+from edgelstm.kernels import activations, blas, cpu, reference
 
 CODES = list(activations.CODES.values())
 GATE_CODES = [c for name, c in activations.CODES.items() if "softmax" not in name]
@@ -73,6 +74,44 @@ def test_recurrent_kernels_match_reference(kind, case):
     np.testing.assert_allclose(cpu_out, ref_out, **TOL)
     for a, b in zip(cpu_states, ref_states):
         np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("batch, threads", [(blas.MIN_SIZE, 1), (77, 1), (77, 2)])
+def test_large_batches_through_sgemm_match_reference(kind, batch, threads):
+    """Every row block of blas.MIN_SIZE rows or more takes sgemm, one block per thread."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    case = dict(seed=batch, batch=batch, steps=3, features=blas.MIN_SIZE + 3, units=blas.MIN_SIZE + 1,
+                onnx_options=False, act=activations.TANH, rec_act=activations.SIGMOID, out_act=activations.TANH,
+                go_backwards=False, return_sequences=True, zero_output_for_mask=False, masked=True)
+    try:
+        (ref_out, ref_states), (cpu_out, cpu_states) = _run_both(kind, case)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_allclose(cpu_out, ref_out, **TOL)
+    for a, b in zip(cpu_states, ref_states):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+def test_portable_sgemm_matches_numpy_on_strided_rows():
+    """The stand-in used where numpy has no OpenBLAS: z[:, 3:10] = 0.5 z + 2 a[:, :5] @ w[:, 3:10]."""
+    rng = np.random.default_rng(0)
+    a, w, z = arrays(rng, 4, 8), arrays(rng, 5, 12), arrays(rng, 4, 11)
+    expected = z.copy()
+    expected[:, 3:10] = 0.5 * z[:, 3:10] + 2.0 * a[:, :5] @ w[:, 3:10]
+    blas._portable_sgemm.ctypes(101, 111, 111, 4, 7, 5, 2.0, a.ctypes.data, 8, w[:, 3:].ctypes.data, 12, 0.5,
+                                z[:, 3:].ctypes.data, 11)
+    np.testing.assert_allclose(z, expected, **TOL)
+
+
+@pytest.mark.skipif(not blas.HAVE_OPENBLAS, reason="numpy here has no OpenBLAS")
+def test_openblas_threads_are_restored_after_a_kernel():
+    _, set_threads, get_threads = blas._openblas
+    set_threads(2)
+    with blas.single_threaded(blas.MIN_SIZE):
+        assert get_threads() == 1
+    assert get_threads() == 2
 
 
 @examples

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import activations as A
+from . import blas
 from .reference import MERGE_AVERAGE, MERGE_MULTIPLY
 
 __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", "merge", "conv1d", "pool1d",
@@ -121,7 +122,10 @@ def _add_rows4_product(z, a, r, w, j0, j1):
 @njit(**_jit)
 def add_product(z, a, w, j0, j1):
     """z[:, j0:j1] += a @ w[:, j0:j1] (a [rows, n], w [n, width]), float32 with FMA."""
-    rows = a.shape[0]
+    rows, n = a.shape
+    if rows >= blas.MIN_SIZE and n >= blas.MIN_SIZE and a.strides[1] == 4 and w.strides[1] == 4 and z.strides[1] == 4:
+        blas.add_product(z, a, w, j0, j1)
+        return
     for p0 in range(j0, j1, _PANEL):
         p1 = min(p0 + _PANEL, j1)
         r = 0
@@ -158,10 +162,11 @@ def _dense_parallel(x, kernel, bias, act, out, block):
 
 def dense(x, kernel, bias, act, out):
     block = _row_blocks(x.shape[0])
-    if block:
-        _dense_parallel(x, kernel, bias, act, out, block)
-    else:
-        _dense_rows(x, kernel, bias, act, out)
+    with blas.single_threaded(x.shape[0]):
+        if block:
+            _dense_parallel(x, kernel, bias, act, out, block)
+        else:
+            _dense_rows(x, kernel, bias, act, out)
 
 
 _LSTM, _GRU, _RNN = range(3)
@@ -294,10 +299,11 @@ def _sequence_parallel(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_
 def _sequence(cell, x, *args):
     """Rows split over threads when the batch is large enough to pay for it, else one serial call."""
     block = _row_blocks(x.shape[0])
-    if block:
-        _sequence_parallel(cell, x, *args, block)
-    else:
-        _sequence_rows(cell, 0, x.shape[0], x, *args)
+    with blas.single_threaded(x.shape[0]):
+        if block:
+            _sequence_parallel(cell, x, *args, block)
+        else:
+            _sequence_rows(cell, 0, x.shape[0], x, *args)
 
 
 # The three public kernels share `_sequence`; arguments a cell does not use (an LSTM's recurrent
