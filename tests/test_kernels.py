@@ -77,12 +77,12 @@ def test_recurrent_kernels_match_reference(kind, case):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("batch, threads", [(blas.MIN_SIZE, 1), (77, 1), (77, 2)])
+@pytest.mark.parametrize("batch, threads", [(cpu._BLAS_ROWS, 1), (77, 1), (77, 2)])
 def test_large_batches_through_sgemm_match_reference(kind, batch, threads):
-    """Every row block of blas.MIN_SIZE rows or more takes sgemm, one block per thread."""
+    """Every row block of cpu._BLAS_ROWS rows or more takes sgemm, one block per thread."""
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    case = dict(seed=batch, batch=batch, steps=3, features=blas.MIN_SIZE + 3, units=blas.MIN_SIZE + 1,
+    case = dict(seed=batch, batch=batch, steps=3, features=cpu._BLAS_INPUTS + 3, units=cpu._BLAS_INPUTS + 1,
                 onnx_options=False, act=activations.TANH, rec_act=activations.SIGMOID, out_act=activations.TANH,
                 go_backwards=False, return_sequences=True, zero_output_for_mask=False, masked=True)
     try:
@@ -109,7 +109,7 @@ def test_portable_sgemm_matches_numpy_on_strided_rows():
 def test_openblas_threads_are_restored_after_a_kernel():
     _, set_threads, get_threads = blas._openblas
     set_threads(2)
-    with blas.single_threaded(blas.MIN_SIZE):
+    with blas.single_threaded(True):
         assert get_threads() == 1
     assert get_threads() == 2
 

@@ -1,7 +1,7 @@
 """numpy's own OpenBLAS `sgemm`, callable from numba kernels, with its threads held at one.
 
-For a batch of 32 or more sequences a step's product is a real matrix product, where OpenBLAS's
-packed, register-tiled kernel runs 1.3-2.4x faster than anything numba's loops vectorise to.
+For a batch of 8 or more sequences a step's product is a real matrix product, where OpenBLAS's
+packed, register-tiled kernel runs 1.2-2.4x faster than anything numba's loops vectorise to.
 numpy's wheels ship OpenBLAS with 64-bit integers (`scipy_cblas_sgemm64_`, or `cblas_sgemm64_`
 before numpy 2); it is found next to numpy, so nothing new is installed.
 
@@ -22,7 +22,6 @@ import numpy as np
 from numba import carray, cfunc, njit, types
 
 _ROW_MAJOR, _NO_TRANS = 101, 111
-MIN_SIZE = 32  # from 32 rows and 32 inputs on, OpenBLAS beats our own loops (bench/RESULTS.md)
 
 _SIGNATURE = types.void(types.intc, types.intc, types.intc, types.int64, types.int64, types.int64, types.float32,
                         types.voidptr, types.int64, types.voidptr, types.int64, types.float32, types.voidptr,
@@ -108,7 +107,7 @@ class _OneThread:
 _one_thread, _no_change = _OneThread(), nullcontext()
 
 
-def single_threaded(rows):
-    """A context that holds OpenBLAS at one thread while a kernel runs `rows` rows (our kernels split
-    rows over numba's threads themselves); nothing to do for fewer rows than sgemm is used for."""
-    return _one_thread if HAVE_OPENBLAS and rows >= MIN_SIZE else _no_change
+def single_threaded(calls_sgemm):
+    """A context that holds OpenBLAS at one thread while a kernel that `calls_sgemm` runs: our
+    kernels split rows over numba's threads themselves."""
+    return _one_thread if HAVE_OPENBLAS and calls_sgemm else _no_change

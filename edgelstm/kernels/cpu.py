@@ -23,6 +23,9 @@ _jit = dict(cache=True, error_model="numpy", fastmath={"contract"})
 
 
 _PANEL = 512  # output columns per pass of a matrix product: a panel of weights stays in cache
+# From 8 rows and 32 inputs on, OpenBLAS's packed sgemm beats our loops (bench/RESULTS.md). Kept
+# here, not in blas.py: numba's cache notices a change to this file, not to the modules it calls.
+_BLAS_ROWS, _BLAS_INPUTS = 8, 32
 
 
 @njit(**_jit)
@@ -123,7 +126,7 @@ def _add_rows4_product(z, a, r, w, j0, j1):
 def add_product(z, a, w, j0, j1):
     """z[:, j0:j1] += a @ w[:, j0:j1] (a [rows, n], w [n, width]), float32 with FMA."""
     rows, n = a.shape
-    if rows >= blas.MIN_SIZE and n >= blas.MIN_SIZE and a.strides[1] == 4 and w.strides[1] == 4 and z.strides[1] == 4:
+    if rows >= _BLAS_ROWS and n >= _BLAS_INPUTS and a.strides[1] == 4 and w.strides[1] == 4 and z.strides[1] == 4:
         blas.add_product(z, a, w, j0, j1)
         return
     for p0 in range(j0, j1, _PANEL):
@@ -162,7 +165,7 @@ def _dense_parallel(x, kernel, bias, act, out, block):
 
 def dense(x, kernel, bias, act, out):
     block = _row_blocks(x.shape[0])
-    with blas.single_threaded(x.shape[0]):
+    with blas.single_threaded(x.shape[0] >= _BLAS_ROWS):
         if block:
             _dense_parallel(x, kernel, bias, act, out, block)
         else:
@@ -299,7 +302,7 @@ def _sequence_parallel(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_
 def _sequence(cell, x, *args):
     """Rows split over threads when the batch is large enough to pay for it, else one serial call."""
     block = _row_blocks(x.shape[0])
-    with blas.single_threaded(x.shape[0]):
+    with blas.single_threaded(x.shape[0] >= _BLAS_ROWS):
         if block:
             _sequence_parallel(cell, x, *args, block)
         else:
