@@ -29,10 +29,31 @@ def import_model(source: str | os.PathLike) -> Graph:
     return import_file(source)
 
 
-def convert(source: str | os.PathLike, destination: str | os.PathLike) -> Graph:
-    """Convert a Keras (.keras, .h5) or ONNX model to an ``.elstm`` file, written atomically."""
+def convert(source: str | os.PathLike, destination: str | os.PathLike, quantize: str | None = None,
+            per_channel: bool = True, calibration=None, eval_data=None) -> Graph:
+    """Convert a Keras (.keras, .h5), ONNX or ``.elstm`` model to an ``.elstm`` file, written atomically.
+
+    `quantize` (``int8`` or ``float16``) stores smaller weights; `calibration` (inputs like the
+    model's) fixes int8 input scales, and the quantized outputs are measured against float32 on
+    `eval_data`, else the calibration data, else random inputs. The measurement is kept in
+    ``graph.metadata["quantization"]`` (and in the file).
+    """
     graph = import_model(source)
     graph.metadata.setdefault("edgelstm_version", __version__)
+    if quantize:
+        from .passes import quantize as passes
+
+        float_graph = graph
+        graph = passes.quantize(float_graph, quantize, per_channel, calibration)
+        if eval_data is not None:
+            data, label = eval_data, "evaluation data"
+        elif calibration is not None:
+            data, label = calibration, "calibration data"
+        else:
+            data, label = passes.probe_input(float_graph), "random inputs"
+        report = passes.compare(float_graph, graph, data, f"{label}, {len(data)} sequences")
+        graph.metadata["quantization"].update(float32_bytes=len(artifact.to_bytes(float_graph)),
+                                              error=report.as_dict())
     artifact.write(graph, destination)
     return graph
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from . import __version__, artifact, benchmark, convert as convert_model, crosscheck, import_model, load
 from .errors import EdgeLSTMError, FormatError
+from .ir import SCALE_SUFFIX, scale_names
+from .passes import quantize as quantize_pass
 from .runtime import BACKEND_CHOICES
 
 
@@ -62,17 +64,68 @@ def _human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _quantize_options(default: str | None):
+    """The options `convert` and `quantize` share."""
+    def decorate(command):
+        for option in reversed([
+            click.option("--quantize", "scheme", type=click.Choice(["int8", "float16"]), default=default,
+                         show_default=default is not None,
+                         help="Store int8 weights (int8 products at run time) or float16 weights."),
+            click.option("--per-channel/--per-tensor", default=True, show_default=True,
+                         help="One int8 scale per output column, or one per weight matrix."),
+            click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+                         help="A .npy of typical inputs: fixes int8 input scales and measures the error."),
+            click.option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False),
+                         help="A .npy of inputs to measure the quantization error on."),
+        ]):
+            command = option(command)
+        return command
+    return decorate
+
+
+def _convert(source, output, scheme, per_channel, calibration, eval_path) -> None:
+    output = Path(output or Path(source).with_suffix(artifact.SUFFIX))
+    if Path(source).resolve() == output.resolve():
+        raise click.UsageError("the output would overwrite the source; give another -o")
+    graph = convert_model(source, output, quantize=scheme, per_channel=per_channel,
+                          calibration=_load_npy(calibration) if calibration else None,
+                          eval_data=_load_npy(eval_path) if eval_path else None)
+    params = sum(layer.param_count() for layer in graph.layers)
+    size = output.stat().st_size
+    click.echo(f"Converted {source} -> {output}: {len(graph.layers) - 1} layers, {params:,} parameters, {_human(size)}")
+    if scheme:
+        info = graph.metadata["quantization"]
+        error = info["error"]
+        click.echo(f"  {scheme}: {_human(info['float32_bytes'])} as float32 -> {_human(size)} "
+                   f"({size / info['float32_bytes']:.2f}x)" + (f"; input scales {info['input_scales']}"
+                                                                if scheme == "int8" else ""))
+        click.echo(f"  error against float32 on {error['data']}: max |diff| {error['max_abs']:.3g}, "
+                   f"relative RMSE {100 * error['relative_rmse']:.3f}%")
+        if 1 < len(error["per_output"]) <= 8:
+            for i, (worst, rel) in enumerate(error["per_output"]):
+                click.echo(f"    output {i}: max |diff| {worst:.3g}, relative RMSE {100 * rel:.3f}%")
+        warning = quantize_pass.ErrorReport(**error).warning
+        if warning:
+            click.echo(f"Warning: {warning}", err=True)
+
+
 @main.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Where to write the .elstm file (default: SOURCE with the .elstm suffix).")
-def convert(source, output):
+@_quantize_options(default=None)
+def convert(source, output, scheme, per_channel, calibration, eval_path):
     """Convert a Keras (.keras, .h5) or ONNX (.onnx) model to an .elstm file."""
-    output = Path(output or Path(source).with_suffix(artifact.SUFFIX))
-    graph = convert_model(source, output)
-    params = sum(layer.param_count() for layer in graph.layers)
-    click.echo(f"Converted {source} -> {output}: {len(graph.layers) - 1} layers, {params:,} parameters, "
-               f"{_human(output.stat().st_size)}")
+    _convert(source, output, scheme, per_channel, calibration, eval_path)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .elstm file to write.")
+@_quantize_options(default="int8")
+def quantize(source, output, scheme, per_channel, calibration, eval_path):
+    """Quantize a float32 model (.elstm, or any file convert reads) to int8 or float16 weights."""
+    _convert(source, output, scheme, per_channel, calibration, eval_path)
 
 
 def _shape_text(shape) -> str:
@@ -87,7 +140,8 @@ def inspect(model, as_json):
     graph = import_model(model)
     rows = [{"name": l.name, "kind": l.kind, "inputs": l.inputs, "output_shape": list(l.shape),
              "params": l.param_count(), "bytes": l.nbytes(),
-             "dtypes": sorted({str(w.dtype) for w in l.weights.values()}), "attrs": l.attrs}
+             "dtypes": sorted({str(w.dtype) for w in l.weights.values()}), "attrs": l.attrs,
+             "tensors": _tensors(l)}
             for l in graph.layers]
     info = {"file": str(model), "file_bytes": Path(model).stat().st_size, "metadata": graph.metadata,
             "input": {"shape": list(graph.input.shape), "dtype": graph.input.attrs["dtype"]},
@@ -98,14 +152,54 @@ def inspect(model, as_json):
         return
     click.echo(f"{model}: {_human(info['file_bytes'])}, {info['params']:,} parameters "
                f"({_human(info['weight_bytes'])} of weights)")
-    if graph.metadata:
-        click.echo("  " + ", ".join(f"{k}: {v}" for k, v in sorted(graph.metadata.items())))
+    plain = {k: v for k, v in graph.metadata.items() if k != "quantization"}
+    if plain:
+        click.echo("  " + ", ".join(f"{k}: {v}" for k, v in sorted(plain.items())))
+    if "quantization" in graph.metadata:
+        click.echo("  " + _quantization_text(graph.metadata["quantization"]))
     table = [("layer", "kind", "output shape", "params", "bytes", "dtypes")]
     table += [(r["name"], r["kind"], _shape_text(l.shape), f"{r['params']:,}", f"{r['bytes']:,}",
                ",".join(r["dtypes"]) or "-") for r, l in zip(rows, graph.layers)]
+    _echo_table(table, left=3)
+    tensors = [("tensor", "dtype", "shape", "int8 scales")]
+    tensors += [(t["name"], t["dtype"], "x".join(map(str, t["shape"])) or "scalar",
+                 f"{t['scale'][0]:.3g} - {t['scale'][1]:.3g}" if "scale" in t else "-")
+                for r in rows for t in r["tensors"]]
+    if len(tensors) > 1:
+        click.echo("")
+        _echo_table(tensors, left=3)
+
+
+def _quantization_text(info: dict) -> str:
+    text = f"quantized: {info.get('scheme')}"
+    if info.get("scheme") == "int8":
+        text += f", {'per channel' if info.get('per_channel') else 'per tensor'}, input scales {info.get('input_scales')}"
+    error = info.get("error")
+    if isinstance(error, dict):
+        text += (f"; measured on {error.get('data')}: relative RMSE {100 * error.get('relative_rmse', 0):.3f}%, "
+                 f"max |diff| {error.get('max_abs', 0):.3g}")
+    return text
+
+
+def _tensors(layer) -> list[dict]:
+    """Each weight of `layer` with its dtype and shape; int8 ones with their scales' range."""
+    found = []
+    for name, w in sorted(layer.weights.items()):
+        if name in scale_names(layer):
+            continue
+        info = {"name": f"{layer.name}/{name}", "dtype": str(w.dtype), "shape": list(w.shape)}
+        if w.dtype == np.int8:
+            scale = layer.weights[name + SCALE_SUFFIX]
+            info["scale"] = [float(scale.min()), float(scale.max())]
+        found.append(info)
+    return found
+
+
+def _echo_table(table: list[tuple], left: int) -> None:
+    """Print rows as aligned columns: the first `left` columns left-aligned, the rest right-aligned."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+        click.echo("  " + "  ".join(cell.ljust(w) if i < left else cell.rjust(w)
                                     for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
 
 

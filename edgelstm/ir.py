@@ -27,6 +27,13 @@ batch_norm scale [F], offset [F]               (y = x * scale + offset, folded a
 layer_norm gamma [F], beta [F]
 ========== =================== ==============================================================
 
+Quantized weights (`passes.quantize`): a weight named in `QUANTIZABLE` may be float16 (computed in
+float32) or int8 with a float32 companion ``<name>_scale``: one scale per output column ([N] for a
+[.., N] matrix; [V, 1], one per row, for an embedding table) or one for the tensor ([1]); the
+float value is ``values * scale``. Any other float weight may be float16. A layer with int8 matrices
+may carry ``input_scale`` (> 0): the fixed int8 scale of the rows its input matrix multiplies,
+found on calibration data; without it they are scaled per row at run time.
+
 LSTM attributes beyond Keras's (ONNX has them): ``output_activation`` applied to the cell state
 for h (Keras: the same as ``activation``), ``clip`` > 0 bounding every gate pre-activation,
 ``input_forget`` coupling the forget gate to 1 - input gate.
@@ -71,7 +78,9 @@ class Layer:
     shape: tuple | None = None  # output shape without the batch axis, set by `validate`
 
     def param_count(self) -> int:
-        return int(sum(w.size for w in self.weights.values()))
+        """Weights the model learned: int8 scales are not counted."""
+        scales = scale_names(self)
+        return int(sum(w.size for name, w in self.weights.items() if name not in scales))
 
     def nbytes(self) -> int:
         return int(sum(w.nbytes for w in self.weights.values()))
@@ -130,6 +139,16 @@ class Graph:
 
 
 RECURRENT_KINDS = ("lstm", "gru", "rnn")
+QUANTIZABLE = {"lstm": ("kernel", "recurrent_kernel"), "gru": ("kernel", "recurrent_kernel"),
+               "rnn": ("kernel", "recurrent_kernel"), "dense": ("kernel",), "conv1d": ("kernel",),
+               "embedding": ("embeddings",)}
+SCALE_SUFFIX = "_scale"
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+def scale_shapes(kind: str, shape: tuple) -> tuple[tuple, tuple]:
+    """(per-channel, per-tensor) shapes of the scale of an int8 weight of `shape` in a `kind` layer."""
+    return ((shape[0], 1) if kind == "embedding" else (shape[-1],)), (1,)
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 MERGE_OPS = ("add", "multiply", "average", "concatenate")
 POOL_OPS = ("max", "average")
@@ -240,10 +259,26 @@ def _require(cond: bool, error: type, message: str) -> None:
 
 def _weight(layer: Layer, name: str, shape: tuple, error: type) -> None:
     w = layer.weights[name]
-    _require(w.dtype == np.float32, error,
-             f"layer '{layer.name}': weight '{name}' has dtype {w.dtype}, expected float32")
-    _require(tuple(w.shape) == tuple(shape), error,
-             f"layer '{layer.name}': weight '{name}' has shape {tuple(w.shape)}, expected {tuple(shape)}")
+    where = f"layer '{layer.name}': weight '{name}'"
+    _require(tuple(w.shape) == tuple(shape), error, f"{where} has shape {tuple(w.shape)}, expected {tuple(shape)}")
+    if w.dtype in FLOAT_DTYPES:
+        return
+    _require(w.dtype == np.int8 and name in QUANTIZABLE.get(layer.kind, ()), error,
+             f"{where} has dtype {w.dtype}, expected float32 or float16"
+             + (" or int8" if name in QUANTIZABLE.get(layer.kind, ()) else ""))
+    scale = layer.weights.get(name + SCALE_SUFFIX)
+    _require(scale is not None, error, f"{where} is int8 but the layer holds no '{name}{SCALE_SUFFIX}'")
+    _require(scale.dtype in FLOAT_DTYPES and tuple(scale.shape) in scale_shapes(layer.kind, tuple(shape)), error,
+             f"layer '{layer.name}': '{name}{SCALE_SUFFIX}' has dtype {scale.dtype} and shape {tuple(scale.shape)}, "
+             f"expected float16 or float32 {' or '.join(map(str, scale_shapes(layer.kind, tuple(shape))))}")
+    _require(bool(np.all(np.isfinite(scale) & (scale > 0))), error,
+             f"layer '{layer.name}': '{name}{SCALE_SUFFIX}' holds scales that are not finite and positive")
+
+
+def scale_names(layer: Layer) -> set:
+    """The ``<name>_scale`` weights that belong to an int8 weight of `layer` (checked by `_weight`)."""
+    return {name + SCALE_SUFFIX for name in QUANTIZABLE.get(layer.kind, ())
+            if name in layer.weights and layer.weights[name].dtype == np.int8}
 
 
 def _window_length(layer: Layer, length: int | None, size: int, dilation: int) -> int | None:
@@ -352,11 +387,15 @@ def validate(graph: Graph, error: type = ShapeError) -> None:
             _require(key in layer.attrs and ok(layer.attrs[key]), error,
                      f"layer '{layer.name}' ({layer.kind}) has a missing or bad attribute "
                      f"'{key}': {layer.attrs.get(key)!r}")
-        optional = OPTIONAL_WEIGHTS.get(layer.kind, ())
+        optional = set(OPTIONAL_WEIGHTS.get(layer.kind, ())) | scale_names(layer)
         _require(sorted(w for w in layer.weights if w not in optional) == sorted(weights), error,
                  f"layer '{layer.name}' ({layer.kind}) holds weights {sorted(layer.weights)}, expected {sorted(weights)}")
         for src in layer.inputs:
             _require(src in shapes, error, f"layer '{layer.name}' reads '{src}', which is not an earlier layer")
+        if "input_scale" in layer.attrs:
+            _require(_finite(layer.attrs["input_scale"]) and layer.attrs["input_scale"] > 0 and bool(scale_names(layer)),
+                     error, f"layer '{layer.name}' has input_scale {layer.attrs['input_scale']!r}: it must be positive "
+                            "and belongs only to a layer with int8 weights")
         layer.shape = infer_shape(layer, [shapes[s] for s in layer.inputs], error)
         shapes[layer.name] = layer.shape
     first = graph.layers[0]

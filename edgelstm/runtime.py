@@ -16,8 +16,9 @@ import numba
 import numpy as np
 
 from .errors import BackendError, InputError, ShapeError
-from .ir import RECURRENT_KINDS, Graph, Layer, conv_padding, mask_rule, validate
+from .ir import RECURRENT_KINDS, SCALE_SUFFIX, Graph, Layer, conv_padding, mask_rule, scale_names, validate
 from .kernels import activations, cpu, reference
+from .kernels.quantized import QuantizedMatrix
 
 BACKENDS = {"cpu": cpu, "reference": reference}
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -131,9 +132,36 @@ def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool 
     return pad, steps
 
 
+_INT8_MIN_ROWS = 32  # an int8 product over fewer inputs is no faster, and quantizing its input costs accuracy
+
+
+def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
+    """`layer`'s weights as the kernels take them: float16 widened to float32; the int8 matrices
+    of recurrent and dense layers with 32 or more input rows as `QuantizedMatrix` (they run as
+    int8), other int8 tensors (small input projections, convolution kernels, embedding tables)
+    dequantized to float32."""
+    scales = scale_names(layer)
+    ready = {}
+    for name, w in layer.weights.items():
+        if name in scales:
+            continue
+        if w.dtype == np.int8:
+            scale = layer.weights[name + SCALE_SUFFIX].astype(np.float32)
+            if (layer.kind in RECURRENT_KINDS or layer.kind == "dense") and w.shape[0] >= _INT8_MIN_ROWS:
+                static = layer.attrs.get("input_scale", 0.0) if name == "kernel" else 0.0
+                w = QuantizedMatrix(np.ascontiguousarray(w), np.ascontiguousarray(
+                    np.broadcast_to(scale, w.shape[-1:])), float(static))
+            else:
+                w = w.astype(np.float32) * scale
+        elif w.dtype != np.float32:
+            w = w.astype(np.float32)
+        ready[name] = w
+    return ready
+
+
 def _build_op(layer: Layer, k) -> _Op:
     """The closure that runs `layer` with the kernel module `k`."""
-    a, w, name = layer.attrs, layer.weights, layer.name
+    a, w, name = layer.attrs, kernel_weights(layer), layer.name
     act = activations.CODES.get(a.get("activation", "linear"))
 
     if layer.kind in RECURRENT_KINDS:
@@ -346,14 +374,25 @@ class Model:
             raise ShapeError(f"input has dtype {arr.dtype}, expected float32")
         return np.ascontiguousarray(arr, np.float32)
 
-    def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
+    def _values(self, x: np.ndarray, ws: _Workspace) -> list:
+        """Every layer's output, by position (in the workspace's buffers: valid until its next use)."""
         values, masks = [x] + [None] * len(self._ops), [None] * (len(self._ops) + 1)
         with _parallel_guard():
             for position, (layer, rule, op, sources) in enumerate(self._ops, 1):
                 in_masks = [masks[i] for i in sources]
                 values[position], produced = op([values[i] for i in sources], in_masks, ws)
                 masks[position] = _output_mask(layer, rule, produced, in_masks)
-        return values[self._output]
+        return values
+
+    def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
+        return self._values(x, ws)[self._output]
+
+    def layer_outputs(self, x) -> dict[str, np.ndarray]:
+        """Every layer's output for the whole sequences x, by layer name (for calibration and debugging)."""
+        ws = self._workspace()
+        ws.reset_states()
+        values = self._values(self.prepare_input(x), ws)
+        return {layer.name: np.array(value) for layer, value in zip(self.graph.layers, values)}
 
     def _workspace(self) -> _Workspace:
         ws = getattr(self._local, "workspace", None)

@@ -10,10 +10,12 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import activations as A
 from . import blas
+from .quantized import QMAX
 from .reference import MERGE_AVERAGE, MERGE_MULTIPLY
 
 __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", "merge", "conv1d", "pool1d",
@@ -139,6 +141,85 @@ def add_product(z, a, w, j0, j1):
             _add_row_product(z[r], a[r], w, p0, p1)
 
 
+# int8 weights (a QuantizedMatrix): the rows multiplied in are quantized to int16 values in
+# [-127, 127]; two such products sum to at most 32,258, so pairs add in 16 bits (LLVM then uses
+# 16-bit multiplies on the widened int8 weights) before widening into the int32 accumulators.
+
+@njit(**_jit)
+def _add_int_row_product(acc, q, values, j0, j1):
+    """acc[:] += q @ values[:, j0:j1] in int32, q int16 [n] with |q| <= 127, values int8."""
+    n = q.shape[0]
+    k = 0
+    while k + 4 <= n:
+        a0, a1, a2, a3 = q[k], q[k + 1], q[k + 2], q[k + 3]
+        w0, w1, w2, w3 = values[k, j0:j1], values[k + 1, j0:j1], values[k + 2, j0:j1], values[k + 3, j0:j1]
+        for j in range(acc.shape[0]):
+            acc[j] += (np.int32(a0 * np.int16(w0[j]) + a1 * np.int16(w1[j]))
+                       + np.int32(a2 * np.int16(w2[j]) + a3 * np.int16(w3[j])))
+        k += 4
+    for k in range(k, n):
+        ak, wk = np.int32(q[k]), values[k, j0:j1]
+        for j in range(acc.shape[0]):
+            acc[j] += ak * np.int32(wk[j])
+
+
+@njit(**_jit)
+def quantize_rows(a, input_scale, q, row_scale):
+    """q[:, :K] = a [rows, K] as int8 values (in int16), row_scale[i] their scale: `input_scale`
+    when positive, else max |a[i]| / 127 (1 for a zero row). As `quantized.quantize_rows`."""
+    for i in range(a.shape[0]):
+        row, out = a[i], q[i, :a.shape[1]]
+        scale = np.float32(input_scale)
+        if input_scale <= 0.0:
+            top = np.float32(0.0)
+            for k in range(row.shape[0]):
+                top = max(top, abs(row[k]))
+            scale = top / np.float32(QMAX) if top > 0.0 else np.float32(1.0)
+        row_scale[i] = scale
+        for k in range(row.shape[0]):
+            out[k] = np.int16(min(max(np.rint(row[k] / scale), -QMAX), QMAX))
+
+
+@njit(**_jit)
+def add_quantized_product(z, a, w, scratch, j0, j1):
+    """z[:, j0:j1] += a @ w[:, j0:j1] for a QuantizedMatrix w; scratch from `_scratch`."""
+    q, acc, row_scale = scratch
+    n = a.shape[1]
+    quantize_rows(a, w.input_scale, q, row_scale)
+    scale = w.scale[j0:j1]
+    for i in range(a.shape[0]):
+        total = acc[i, :j1 - j0]
+        total[:] = 0
+        _add_int_row_product(total, q[i, :n], w.values, j0, j1)
+        row, s = z[i, j0:j1], row_scale[i]
+        for j in range(row.shape[0]):
+            row[j] += np.float32(total[j]) * (s * scale[j])
+
+
+def _product(z, a, w, scratch, j0, j1):
+    """z[:, j0:j1] += a @ w[:, j0:j1] for float32 weights or a QuantizedMatrix (numba picks by type)."""
+
+
+def _scratch(w, other, rows, inputs, width):
+    """Work arrays for `_product` with the weights `w` and `other`: empty when both are float32."""
+
+
+@overload(_product, jit_options=_jit)
+def _product_by_type(z, a, w, scratch, j0, j1):
+    if isinstance(w, types.Array):
+        return lambda z, a, w, scratch, j0, j1: add_product(z, a, w, j0, j1)
+    return lambda z, a, w, scratch, j0, j1: add_quantized_product(z, a, w, scratch, j0, j1)
+
+
+@overload(_scratch, jit_options=_jit)
+def _scratch_by_type(w, other, rows, inputs, width):
+    if isinstance(w, types.Array) and isinstance(other, types.Array):
+        return lambda w, other, rows, inputs, width: (np.empty((0, 0), np.int16), np.empty((0, 0), np.int32),
+                                                      np.empty(0, np.float32))
+    return lambda w, other, rows, inputs, width: (np.empty((rows, inputs), np.int16),
+                                                  np.empty((rows, width), np.int32), np.empty(rows, np.float32))
+
+
 def _row_blocks(rows: int) -> int:
     """Rows per parallel task: an even share per thread, whole blocks of four; 0 runs serially."""
     if rows < 8:
@@ -151,7 +232,7 @@ def _row_blocks(rows: int) -> int:
 def _dense_rows(x, kernel, bias, act, out):
     for n in range(x.shape[0]):
         out[n, :] = bias
-    add_product(out, x, kernel, 0, out.shape[1])
+    _product(out, x, kernel, _scratch(kernel, kernel, x.shape[0], x.shape[1], out.shape[1]), 0, out.shape[1])
     for n in range(x.shape[0]):
         _activate_row(out[n], act)
 
@@ -248,24 +329,25 @@ def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurr
     hz = np.empty((rows, width if cell == _GRU else 0), np.float32)
     rh = np.empty((rows, units if cell == _GRU and not reset_after else 0), np.float32)
     plain = peephole.shape[0] == 0 and clip <= 0.0 and not input_forget
+    scratch = _scratch(kernel, recurrent_kernel, rows, max(x.shape[2], units), width)
     for s in range(steps):
         t = steps - 1 - s if go_backwards else s
         for i in range(rows):
             xz[i, :] = bias
-        add_product(xz, x[lo:hi, t], kernel, 0, width)
+        _product(xz, x[lo:hi, t], kernel, scratch, 0, width)
         if cell == _GRU:
             for i in range(rows):
                 hz[i, :] = recurrent_bias
-            add_product(hz, hb, recurrent_kernel, 0, width if reset_after else 2 * units)
+            _product(hz, hb, recurrent_kernel, scratch, 0, width if reset_after else 2 * units)
             if not reset_after:  # the candidate's recurrent product sees r * h
                 for i in range(rows):
                     rh[i, :] = xz[i, units:2 * units] + hz[i, units:2 * units]
                     _activate(rec_act, rh[i], 0, units)
                     for j in range(units):
                         rh[i, j] *= hb[i, j]
-                add_product(hz, rh, recurrent_kernel, 2 * units, 3 * units)
+                _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units)
         else:
-            add_product(xz, hb, recurrent_kernel, 0, width)
+            _product(xz, hb, recurrent_kernel, scratch, 0, width)
         for i in range(rows):
             b = lo + i
             if mask[b, t]:

@@ -4,6 +4,7 @@ They are the oracle the fast kernels are tested against, and a backend of their 
 (``backend="reference"``) for debugging. Every kernel writes its result into `out` and has the
 same signature as its numba twin in `cpu.py`. Activations come as the integer codes of
 `activations.CODES`; masks are boolean [batch, time] arrays (all true when there is no mask).
+Weight matrices are float32 arrays or `QuantizedMatrix` (int8), which ``a @ w`` handles alike.
 """
 
 import math
@@ -98,18 +99,16 @@ def gru(x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, r
         go_backwards, return_sequences, zero_output_for_mask, h, out):
     """GRU over x [B, T, I] from state h [B, H] (updated); out [B, T or 1, H]."""
     f, g = ACTIVATION_FUNCTIONS[act], ACTIVATION_FUNCTIONS[rec_act]
-    units = h.shape[1]
-    u_zr, u_h = recurrent_kernel[:, :2 * units], recurrent_kernel[:, 2 * units:]
-    rb_zr, rb_h = recurrent_bias[:2 * units], recurrent_bias[2 * units:]
+    rb_h = np.split(recurrent_bias, 3)[2]
 
-    def step(x_t, h):
+    def step(x_t, h):  # whole products, then columns: the weights may be a QuantizedMatrix
         xz, xr, xh = np.split(x_t @ kernel + bias, 3, axis=1)
-        hz, hr = np.split(h @ u_zr + rb_zr, 2, axis=1)
+        hz, hr, hh = np.split(h @ recurrent_kernel + recurrent_bias, 3, axis=1)
         z, r = g(xz + hz), g(xr + hr)
         if reset_after:
-            cand = f(xh + r * (h @ u_h + rb_h))
+            cand = f(xh + r * hh)
         else:
-            cand = f(xh + (r * h) @ u_h + rb_h)
+            cand = f(xh + np.split((r * h) @ recurrent_kernel, 3, axis=1)[2] + rb_h)
         return (z * h + (1.0 - z) * cand,)
 
     _run(step, x, mask, go_backwards, return_sequences, zero_output_for_mask, (h,), out)

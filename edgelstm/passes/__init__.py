@@ -1,0 +1,1 @@
+"""Graph-to-graph passes: they take and give IR graphs and never touch files."""
