@@ -183,9 +183,9 @@ def _quantization_text(info: dict) -> str:
 
 def _tensors(layer) -> list[dict]:
     """Each weight of `layer` with its dtype and shape; int8 ones with their scales' range."""
-    found = []
+    found, scales = [], scale_names(layer)
     for name, w in sorted(layer.weights.items()):
-        if name in scale_names(layer):
+        if name in scales:
             continue
         info = {"name": f"{layer.name}/{name}", "dtype": str(w.dtype), "shape": list(w.shape)}
         if w.dtype == np.int8:

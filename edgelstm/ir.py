@@ -28,7 +28,7 @@ layer_norm gamma [F], beta [F]
 ========== =================== ==============================================================
 
 Quantized weights (`passes.quantize`): a weight named in `QUANTIZABLE` may be float16 (computed in
-float32) or int8 with a float32 companion ``<name>_scale``: one scale per output column ([N] for a
+float32) or int8 with a float16 (or float32) companion ``<name>_scale``: one scale per output column ([N] for a
 [.., N] matrix; [V, 1], one per row, for an embedding table) or one for the tensor ([1]); the
 float value is ``values * scale``. Any other float weight may be float16. A layer with int8 matrices
 may carry ``input_scale`` (> 0): the fixed int8 scale of the rows its input matrix multiplies,
@@ -144,15 +144,15 @@ QUANTIZABLE = {"lstm": ("kernel", "recurrent_kernel"), "gru": ("kernel", "recurr
                "embedding": ("embeddings",)}
 SCALE_SUFFIX = "_scale"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+MERGE_OPS = ("add", "multiply", "average", "concatenate")
+POOL_OPS = ("max", "average")
+MAX_REPEAT = 1 << 20
 
 
 def scale_shapes(kind: str, shape: tuple) -> tuple[tuple, tuple]:
     """(per-channel, per-tensor) shapes of the scale of an int8 weight of `shape` in a `kind` layer."""
     return ((shape[0], 1) if kind == "embedding" else (shape[-1],)), (1,)
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-MERGE_OPS = ("add", "multiply", "average", "concatenate")
-POOL_OPS = ("max", "average")
-MAX_REPEAT = 1 << 20
 
 
 def mask_rule(layer: Layer) -> str:

@@ -101,7 +101,8 @@ class _OneThread:
         with self._lock:
             self._inside -= 1
             if self._inside == 0:
-                _openblas[1](self._before)
+                set_threads = _openblas[1]
+                set_threads(self._before)
 
 
 _one_thread, _no_change = _OneThread(), nullcontext()

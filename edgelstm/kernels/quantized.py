@@ -1,7 +1,7 @@
 """An int8 weight matrix as the kernels take it, and its plain-numpy product (the oracle).
 
-The scheme (see README, "Quantization"): weights are symmetric int8 with one float32 scale per
-output column; the rows multiplied into them (a step's input or recurrent state) are quantized
+The scheme (see README, "Quantization"): weights are symmetric int8 with one scale per output
+column (stored as float16, used as float32); the rows multiplied into them (a step's input or recurrent state) are quantized
 symmetrically to int8 per row and per call (scale = max |row| / 127), or with a fixed scale found
 on calibration data; products accumulate in int32 and come back to float32 as
 ``acc * (row_scale * column_scale)``. Everything after the product (bias, gates, cell state)
@@ -36,10 +36,15 @@ class QuantizedMatrix(NamedTuple):
         return acc.astype(np.float32) * (row_scale[:, None] * self.scale)
 
 
+def symmetric_scale(top: np.ndarray) -> np.ndarray:
+    """The symmetric int8 scale of values whose largest magnitude is `top`: top / 127, and 1 for zeros."""
+    top = np.asarray(top, np.float32)
+    return np.where(top > 0, top / np.float32(QMAX), np.float32(1.0)).astype(np.float32)
+
+
 def row_scales(a: np.ndarray) -> np.ndarray:
     """Per-row symmetric int8 scales: max |row| / 127, and 1 for an all-zero row."""
-    top = np.abs(a).max(axis=-1).astype(np.float32)
-    return np.where(top > 0, top / np.float32(QMAX), np.float32(1.0)).astype(np.float32)
+    return symmetric_scale(np.abs(a).max(axis=-1))
 
 
 def quantize_rows(a: np.ndarray, input_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

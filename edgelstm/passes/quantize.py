@@ -1,7 +1,7 @@
 """Quantization: a float32 graph to one with int8 or float16 weights, and what that costs.
 
 ``int8``: every matrix of `ir.QUANTIZABLE` (input and recurrent kernels, dense and conv kernels,
-embedding tables) becomes symmetric int8 with a float32 scale per output column (per row for an
+embedding tables) becomes symmetric int8 with a float16 scale per output column (per row for an
 embedding table), or one per tensor. Biases, peepholes and normalisation weights stay float32:
 they are a few hundred bytes and feed the float part of every step. Recurrent and dense layers
 then run int8 products (`kernels.quantized`); the rest is dequantized when a model is loaded.
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError, UnsupportedError
 from ..ir import QUANTIZABLE, RECURRENT_KINDS, SCALE_SUFFIX, Graph, validate
-from ..kernels.quantized import QMAX
+from ..kernels.quantized import QMAX, symmetric_scale
 
 SCHEMES = ("int8", "float16")
 WARN_RELATIVE_RMSE = 0.02
@@ -42,8 +42,8 @@ def quantize_weight(w: np.ndarray, kind: str, per_channel: bool = True) -> tuple
         axes, keep = 1, True
     else:
         axes, keep = tuple(range(w.ndim - 1)), False
-    top = np.abs(w).max(axis=axes, keepdims=keep).astype(np.float32)
-    exact = np.where(top > 0, top / np.float32(QMAX), np.float32(1.0)).astype(np.float32)
+    top = np.abs(w).max(axis=axes, keepdims=keep)
+    exact = symmetric_scale(top)
     scale = np.maximum(exact.astype(np.float16), _FLOAT16_TINY)
     scale = np.where(scale.astype(np.float32) < exact, np.nextafter(scale, np.float16(np.inf)), scale)
     scale = scale.astype(np.float16).reshape(top.shape if per_channel else (1,))
