@@ -10,6 +10,11 @@ For each it writes, unless present:
   {cell}_h{H}_t{T}_b{B}.while.tflite Keras 3 export with a fixed signature: a WHILE loop
   {cell}_h{H}_t{T}_b{B}.fused.tflite LSTM only: the tf_keras twin with a fixed batch, giving the
                                      fused UNIDIRECTIONAL_SEQUENCE_LSTM op
+  {cell}_h{H}_t{T}_b1.while.dynint8.tflite
+                                     batch 1 only: the WHILE export under dynamic-range quantization
+                                     (Optimize.DEFAULT): int8 weights, LiteRT's hybrid int8 matmuls.
+                                     The fused op gets no int8 kernel (the default quantizer leaves
+                                     its gate matrices float), so it has no int8 twin here.
 """
 
 import json
@@ -40,8 +45,10 @@ def tf_keras_twin(model: keras.Model, cell: str, hidden: int, features: int, ste
     return twin
 
 
-def builtins_only(converter) -> bytes:
+def builtins_only(converter, dynamic_range: bool = False) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if dynamic_range:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()
 
 
@@ -57,11 +64,15 @@ def main(out: Path, specs: list[dict]) -> None:
                 models[cell, hidden].save(out / f"{stem}.keras")
         model = models[cell, hidden]
         shape = f"{stem}_t{steps}_b{batch}"
-        target = out / f"{shape}.while.tflite"
-        if not target.exists():
+        targets = {out / f"{shape}.while.tflite": False}
+        if batch == 1:
+            targets[out / f"{shape}.while.dynint8.tflite"] = True
+        if not all(target.exists() for target in targets):
             with tempfile.TemporaryDirectory() as tmp:
                 model.export(tmp, input_signature=[tf.TensorSpec((batch, steps, features), tf.float32)], verbose=False)
-                target.write_bytes(builtins_only(tf.lite.TFLiteConverter.from_saved_model(tmp)))
+                for target, dynamic_range in targets.items():
+                    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+                    target.write_bytes(builtins_only(converter, dynamic_range))
         target = out / f"{shape}.fused.tflite"
         if cell == "lstm" and not target.exists():
             twin = tf_keras_twin(model, cell, hidden, features, steps, batch)

@@ -73,8 +73,12 @@ def onnx_model(graph: edgelstm.Graph, path: Path) -> None:
 
 
 def make_models(args, cells) -> None:
+    def exported(c, h, t, b):
+        stem = args.models / f"{c}_h{h}_t{t}_b{b}"
+        return stem.with_suffix(".while.tflite").exists() and (b != 1 or stem.with_suffix(".while.dynint8.tflite").exists())
+
     specs = [dict(cell=c, hidden=h, features=FEATURES, steps=t, batch=b)
-             for c, h, t, b in cells if not (args.models / f"{c}_h{h}_t{t}_b{b}.while.tflite").exists()]
+             for c, h, t, b in cells if not exported(c, h, t, b)]
     if specs:
         spec_file = args.models / "spec.json"
         args.models.mkdir(parents=True, exist_ok=True)

@@ -99,14 +99,16 @@ def _convert(source, output, scheme, per_channel, calibration, eval_path) -> Non
         click.echo(f"  {scheme}: {_human(info['float32_bytes'])} as float32 -> {_human(size)} "
                    f"({size / info['float32_bytes']:.2f}x)" + (f"; input scales {info['input_scales']}"
                                                                 if scheme == "int8" else ""))
-        click.echo(f"  error against float32 on {error['data']}: max |diff| {error['max_abs']:.3g}, "
-                   f"relative RMSE {100 * error['relative_rmse']:.3f}%")
+        report = quantize_pass.ErrorReport(**error)
+        click.echo(f"  error against float32 on {report.data}: max |diff| {report.max_abs:.3g}, "
+                   f"relative RMSE {100 * report.relative_rmse:.3f}%")
         if 1 < len(error["per_output"]) <= 8:
             for i, (worst, rel) in enumerate(error["per_output"]):
                 click.echo(f"    output {i}: max |diff| {worst:.3g}, relative RMSE {100 * rel:.3f}%")
-        warning = quantize_pass.ErrorReport(**error).warning
-        if warning:
-            click.echo(f"Warning: {warning}", err=True)
+        click.echo(f"  verify tolerance against a float32 or dynamic-range int8 twin: atol {report.verify_atol:g} "
+                   "(twice max |diff|; edgelstm verify's default for this file)")
+        if report.warning:
+            click.echo(f"Warning: {report.warning}", err=True)
 
 
 @main.command()
@@ -237,7 +239,8 @@ def run(model, input_path, output_path, backend, batch_size):
 @click.option("--onnx", "onnx", type=click.Path(exists=True, dir_okay=False), help="Reference .onnx model (ONNX Runtime).")
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Input sequences as a .npy array.")
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Absolute tolerance.")
+@click.option("--atol", type=float, help="Absolute tolerance [default: 1e-5; for a quantized model, twice the "
+                                       "error against float32 its conversion recorded].")
 @click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 @click.pass_context
@@ -249,7 +252,11 @@ def verify(ctx, model, tflite, onnx, input_path, atol, rtol, backend):
     if (tflite is None) == (onnx is None):
         raise click.UsageError("give exactly one of --tflite and --onnx")
     reference, kind = (tflite, "tflite") if tflite else (onnx, "onnx")
-    rows = crosscheck.verify(load(model, backend=backend), reference, _load_npy(input_path), atol, rtol, kind)
+    ours = load(model, backend=backend)
+    if atol is None:
+        atol, why = crosscheck.default_atol(ours)
+        click.echo(f"tolerance: atol={atol:g} ({why})")
+    rows = crosscheck.verify(ours, reference, _load_npy(input_path), atol, rtol, kind)
     table = [("output", "shape", "max abs error", "max rel error", "result")]
     table += [(r.name, str(r.shape), f"{r.max_abs_error:.3g}", f"{r.max_rel_error:.3g}",
                "pass" if r.passed else "FAIL") for r in rows]

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FormatError, ShapeError, UnsupportedError
+from .passes.quantize import ErrorReport
 from .runtime import Model
 
 REFERENCE_KINDS = ("tflite", "onnx")
+FLOAT_ATOL = 1e-5
 
 
 @dataclasses.dataclass
@@ -184,10 +186,24 @@ def compare(ours: np.ndarray, theirs: dict[str, np.ndarray], atol: float, rtol: 
     return rows
 
 
-def verify(model: Model, reference: str | os.PathLike, x, atol: float = 1e-5, rtol: float = 1e-5,
+def default_atol(model: Model) -> tuple[float, str]:
+    """The absolute tolerance `verify` uses when none is given, and why: float32 precision, or for a
+    quantized model twice the error its conversion recorded against float32."""
+    quantization = model.graph.metadata.get("quantization", {})
+    if "error" not in quantization:
+        return FLOAT_ATOL, "float32 precision"
+    report = ErrorReport(**quantization["error"])
+    return report.verify_atol, (f"twice the {quantization['scheme']} error recorded at conversion: max |diff| "
+                                f"{report.max_abs:.3g} against float32 on {report.data}")
+
+
+def verify(model: Model, reference: str | os.PathLike, x, atol: float | None = None, rtol: float = 1e-5,
            kind: str | None = None) -> list[Comparison]:
     """Run `model` and the reference model (``.tflite`` or ``.onnx``; `kind` overrides the suffix)
-    on `x` and compare; every row's `passed` tells whether it is within tolerance."""
+    on `x` and compare; every row's `passed` tells whether it is within tolerance (`atol` defaults
+    to `default_atol`)."""
+    if atol is None:
+        atol = default_atol(model)[0]
     kind = kind or Path(reference).suffix.lstrip(".")
     if kind not in REFERENCE_KINDS:
         raise UnsupportedError(f"cannot cross-check against {reference}; supported: .tflite (LiteRT), .onnx "

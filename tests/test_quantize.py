@@ -259,3 +259,33 @@ def test_cli_refuses_nan_calibration_without_writing(tmp_path):
                                        "--quantize", "int8", "--calibration", str(tmp_path / "bad.npy")])
     assert result.exit_code == 1 and "NaN" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+TASKS = json.loads((MODELS / "tasks" / "manifest.json").read_text())
+
+
+def task_metric(entry: dict, output: np.ndarray, targets: np.ndarray) -> float:
+    if entry["metric"] == "accuracy":
+        return float(np.mean(output.argmax(axis=-1) == targets))
+    return float(np.mean((output - targets) ** 2))
+
+
+@pytest.mark.parametrize("calibrated", [False, True], ids=["dynamic", "calibrated"])
+@pytest.mark.parametrize("entry", TASKS, ids=lambda e: e["name"])
+def test_int8_keeps_the_task_metric_of_trained_models(entry, calibrated, tmp_path):
+    """tools/make_task_models.py: MNIST-1D accuracy within 1 point, sunspot MSE within 5% of float32."""
+    folder = MODELS / "tasks"
+    x, targets = np.load(folder / entry["test_x"]), np.load(folder / entry["test_y"])
+    edgelstm.convert(folder / entry["file"], tmp_path / "float.elstm")
+    float_output = edgelstm.load(tmp_path / "float.elstm").predict(x)
+    np.testing.assert_allclose(float_output, np.load(folder / entry["output"]), atol=1e-5)
+    float_metric = task_metric(entry, float_output, targets)
+    assert float_metric == pytest.approx(entry["keras_metric"], rel=1e-4)
+
+    calibration = np.load(folder / entry["calibration"]) if calibrated else None
+    edgelstm.convert(folder / entry["file"], tmp_path / "int8.elstm", quantize="int8", calibration=calibration)
+    int8_metric = task_metric(entry, edgelstm.load(tmp_path / "int8.elstm").predict(x), targets)
+    if entry["metric"] == "accuracy":
+        assert int8_metric >= float_metric - 0.01
+    else:
+        assert int8_metric <= 1.05 * float_metric

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import edgelstm
 from edgelstm import crosscheck
 from edgelstm.cli import main
+from edgelstm.passes.quantize import ErrorReport
 
 from .conftest import MODELS
 
@@ -72,6 +73,49 @@ def test_verify_against_onnx_runtime(tmp_path):
                                        str(MODELS / "onnx" / fixture["file"]), "-i",
                                        str(MODELS / "onnx" / fixture["input"])])
     assert result.exit_code == 0, result.output
+
+
+TASKS = json.loads((MODELS / "tasks" / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("entry", TASKS, ids=lambda e: e["name"])
+def test_int8_task_models_verify_against_litert_dynamic_range_at_the_stated_tolerance(entry, tmp_path):
+    """Converted with --eval on the test rows, verified on them against LiteRT's float32 and
+    dynamic-range int8 twins at the default tolerance the conversion report states."""
+    folder = MODELS / "tasks"
+    x = np.load(folder / entry["test_x"])
+    graph = edgelstm.convert(folder / entry["file"], tmp_path / "int8.elstm", quantize="int8", eval_data=x)
+    model = edgelstm.load(tmp_path / "int8.elstm")
+    atol, why = crosscheck.default_atol(model)
+    assert atol == ErrorReport(**graph.metadata["quantization"]["error"]).verify_atol and "twice" in why
+    for twin in (entry["tflite_dynint8"], entry["tflite_f32"]):
+        (row,) = crosscheck.verify(model, folder / twin, x)
+        assert row.passed, (twin, row)
+    np.testing.assert_allclose(np.load(folder / entry["tflite_dynint8_output"]), model.predict(x), atol=atol)
+
+
+def test_int8_example_verifies_against_its_dynamic_range_twins_and_a_mismatch_still_fails(tmp_path):
+    graph = edgelstm.convert(MODELS / "sensor_forecast.keras", tmp_path / "int8.elstm", quantize="int8")
+    error = graph.metadata["quantization"]["error"]
+    assert error["data"].startswith("random inputs")
+    runner = CliRunner()
+    for twin in TWINS:
+        if twin["keras_model"] != "sensor_forecast":
+            continue
+        result = runner.invoke(main, ["verify", str(tmp_path / "int8.elstm"), "--tflite",
+                                      str(MODELS / "tflite" / twin["file"]), "-i", str(MODELS / "tflite" / twin["input"])])
+        assert result.exit_code == (1 if twin["expect_mismatch"] else 0), (twin["name"], result.output)
+        assert "tolerance: atol=" in result.output and f"{error['max_abs']:.3g}" in result.output
+
+
+def test_float_models_verify_at_float_precision_by_default(converted):
+    assert crosscheck.default_atol(edgelstm.load(converted["sensor_forecast"])) == (1e-5, "float32 precision")
+
+
+@pytest.mark.parametrize("max_abs, atol", [(0.0794, 0.16), (0.0061, 0.013), (0.0123, 0.025), (0.05, 0.1), (0.0, 1e-5)])
+def test_verify_tolerance_is_twice_the_error_rounded_up(max_abs, atol):
+    report = ErrorReport(data="x", max_abs=max_abs, relative_rmse=0.0, per_output=[])
+    assert report.verify_atol == pytest.approx(atol) and report.verify_atol >= 2 * max_abs
 
 
 def test_verify_needs_exactly_one_reference(converted):
