@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FormatError, ShapeError, UnsupportedError
-from .passes.quantize import ErrorReport
+from .passes.quantize import VERIFY_ERROR_FACTOR, ErrorReport
 from .runtime import Model
 
 REFERENCE_KINDS = ("tflite", "onnx")
@@ -188,13 +188,13 @@ def compare(ours: np.ndarray, theirs: dict[str, np.ndarray], atol: float, rtol: 
 
 def default_atol(model: Model) -> tuple[float, str]:
     """The absolute tolerance `verify` uses when none is given, and why: float32 precision, or for a
-    quantized model twice the error its conversion recorded against float32."""
+    quantized model a multiple of the error its conversion recorded against float32."""
     quantization = model.graph.metadata.get("quantization", {})
     if "error" not in quantization:
         return FLOAT_ATOL, "float32 precision"
     report = ErrorReport(**quantization["error"])
-    return report.verify_atol, (f"twice the {quantization['scheme']} error recorded at conversion: max |diff| "
-                                f"{report.max_abs:.3g} against float32 on {report.data}")
+    return report.verify_atol, (f"{VERIFY_ERROR_FACTOR}x the {quantization['scheme']} error recorded at conversion: "
+                                f"max |diff| {report.max_abs:.3g} against float32 on {report.data}")
 
 
 def verify(model: Model, reference: str | os.PathLike, x, atol: float | None = None, rtol: float = 1e-5,

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import BackendError, InputError, ShapeError
 from .ir import RECURRENT_KINDS, SCALE_SUFFIX, Graph, Layer, conv_padding, mask_rule, scale_names, validate
 from .kernels import activations, cpu, reference
-from .kernels.quantized import QuantizedMatrix
+from .kernels.quantized import MAX_INPUT_ROWS, QuantizedMatrix
 
 BACKENDS = {"cpu": cpu, "reference": reference}
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -137,8 +137,8 @@ _INT8_MIN_ROWS = 32  # an int8 product over fewer inputs is no faster, and quant
 
 def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
     """`layer`'s weights as the kernels take them: float16 widened to float32; the int8 matrices
-    of recurrent and dense layers with 32 or more input rows as `QuantizedMatrix` (they run as
-    int8), other int8 tensors (small input projections, convolution kernels, embedding tables)
+    of recurrent and dense layers with 32 to `MAX_INPUT_ROWS` input rows as `QuantizedMatrix`
+    (they run as int8), other int8 tensors (small input projections, convolution kernels, embedding tables)
     dequantized to float32."""
     scales = scale_names(layer)
     ready = {}
@@ -147,10 +147,10 @@ def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
             continue
         if w.dtype == np.int8:
             scale = layer.weights[name + SCALE_SUFFIX].astype(np.float32)
-            if (layer.kind in RECURRENT_KINDS or layer.kind == "dense") and w.shape[0] >= _INT8_MIN_ROWS:
+            runs_int8 = layer.kind in RECURRENT_KINDS or layer.kind == "dense"
+            if runs_int8 and _INT8_MIN_ROWS <= w.shape[0] <= MAX_INPUT_ROWS:
                 static = layer.attrs.get("input_scale", 0.0) if name == "kernel" else 0.0
-                w = QuantizedMatrix(np.ascontiguousarray(w), np.ascontiguousarray(
-                    np.broadcast_to(scale, w.shape[-1:])), float(static))
+                w = QuantizedMatrix.from_values(w, np.broadcast_to(scale, w.shape[-1:]), static)
             else:
                 w = w.astype(np.float32) * scale
         elif w.dtype != np.float32:

@@ -12,7 +12,7 @@ from edgelstm.cli import main
 from edgelstm.errors import FormatError, InputError, ShapeError, UnsupportedError
 from edgelstm.ir import Graph, Layer, validate
 from edgelstm.kernels import activations, cpu, reference
-from edgelstm.kernels.quantized import QuantizedMatrix, quantize_rows
+from edgelstm.kernels.quantized import PANEL, ROW_QMAX, QuantizedMatrix, quantize_rows
 from edgelstm.passes.quantize import compare, quantize, quantize_weight
 from edgelstm.runtime import Model
 
@@ -77,24 +77,28 @@ def test_tiny_weights_keep_a_positive_float16_scale():
 def test_row_quantization_is_bit_exact_between_numba_and_numpy(input_scale):
     a = rng.normal(0, 1, (9, 37)).astype(np.float32)
     a[3] = 0.0  # a zero row gets scale 1
-    a[4, :] = 5.0  # saturates at 127 with the fixed scale
+    a[4, :] = 50.0  # saturates at 2047 with the fixed scale
     q_ref, s_ref = quantize_rows(a, input_scale)
+    assert np.abs(q_ref).max() == ROW_QMAX
     q, s = np.empty((9, 37), np.int16), np.empty(9, np.float32)
     cpu.quantize_rows(a, input_scale, q, s)
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(s, s_ref)
 
 
-@pytest.mark.parametrize("rows, inputs, width", [(1, 37, 20), (3, 128, 64), (6, 33, 9)])
+@pytest.mark.parametrize("rows, inputs, width", [(1, 37, 20), (3, 128, 64), (6, 33, 9), (2, 512, 2048)])
 def test_int8_product_integer_part_is_exact(rows, inputs, width):
     a = rng.normal(0, 1, (rows, inputs)).astype(np.float32)
     values, scale = quantize_weight(rng.normal(0, 0.2, (inputs, width)).astype(np.float32), "dense")
-    matrix = QuantizedMatrix(values, scale.astype(np.float32), 0.0)
+    matrix = QuantizedMatrix.from_values(values, scale.astype(np.float32))
+    np.testing.assert_array_equal(matrix.values, values)  # the packed panels unpack to the matrix
     z = np.zeros((rows, width), np.float32)
-    scratch = (np.empty((rows, inputs), np.int16), np.empty((rows, width), np.int32), np.empty(rows, np.float32))
+    padded = -(-width // PANEL) * PANEL
+    scratch = (np.zeros((rows, inputs + inputs % 2), np.int16), np.empty((rows, padded), np.int32),
+               np.empty(rows, np.float32))
     cpu.add_quantized_product(z, a, matrix, scratch, 0, width)
     q, row_scale = quantize_rows(a)
-    np.testing.assert_array_equal(scratch[1], q.astype(np.int64) @ values.astype(np.int64))  # int32 sums
+    np.testing.assert_array_equal(scratch[1][:, :width], q.astype(np.int64) @ values.astype(np.int64))  # int32 sums
     np.testing.assert_allclose(z, a @ matrix, rtol=1e-6, atol=1e-6)  # numpy's quantized product
     np.testing.assert_allclose(z, a @ (values * scale.astype(np.float32)), atol=0.02 * np.abs(z).max())
 
@@ -171,7 +175,7 @@ def test_calibration_fixes_input_scales_and_keeps_accuracy():
     x = rng.normal(0, 1, (16, 50, 40)).astype(np.float32)
     quantized = quantize(graph, calibration=x)
     scale = quantized.layer("cell").attrs["input_scale"]
-    assert scale == pytest.approx(np.abs(x).max() / 127, rel=1e-6)
+    assert scale == pytest.approx(np.abs(x).max() / ROW_QMAX, rel=1e-6)
     assert "input_scale" in quantized.layer("out").attrs
     assert compare(graph, quantized, x, "x").relative_rmse <= 0.03
 

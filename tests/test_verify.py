@@ -87,7 +87,7 @@ def test_int8_task_models_verify_against_litert_dynamic_range_at_the_stated_tole
     graph = edgelstm.convert(folder / entry["file"], tmp_path / "int8.elstm", quantize="int8", eval_data=x)
     model = edgelstm.load(tmp_path / "int8.elstm")
     atol, why = crosscheck.default_atol(model)
-    assert atol == ErrorReport(**graph.metadata["quantization"]["error"]).verify_atol and "twice" in why
+    assert atol == ErrorReport(**graph.metadata["quantization"]["error"]).verify_atol and "4x" in why
     for twin in (entry["tflite_dynint8"], entry["tflite_f32"]):
         (row,) = crosscheck.verify(model, folder / twin, x)
         assert row.passed, (twin, row)
@@ -112,10 +112,10 @@ def test_float_models_verify_at_float_precision_by_default(converted):
     assert crosscheck.default_atol(edgelstm.load(converted["sensor_forecast"])) == (1e-5, "float32 precision")
 
 
-@pytest.mark.parametrize("max_abs, atol", [(0.0794, 0.16), (0.0061, 0.013), (0.0123, 0.025), (0.05, 0.1), (0.0, 1e-5)])
-def test_verify_tolerance_is_twice_the_error_rounded_up(max_abs, atol):
+@pytest.mark.parametrize("max_abs, atol", [(0.0794, 0.32), (0.0061, 0.025), (0.0028, 0.012), (0.05, 0.2), (0.0, 1e-5)])
+def test_verify_tolerance_is_four_times_the_error_rounded_up(max_abs, atol):
     report = ErrorReport(data="x", max_abs=max_abs, relative_rmse=0.0, per_output=[])
-    assert report.verify_atol == pytest.approx(atol) and report.verify_atol >= 2 * max_abs
+    assert report.verify_atol == pytest.approx(atol) and report.verify_atol >= 4 * max_abs
 
 
 def test_verify_needs_exactly_one_reference(converted):

@@ -15,7 +15,8 @@ from numba.extending import overload
 
 from . import activations as A
 from . import blas
-from .quantized import QMAX
+from .int8 import panel_product
+from .quantized import PANEL, ROW_QMAX
 from .reference import MERGE_AVERAGE, MERGE_MULTIPLY
 
 __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", "merge", "conv1d", "pool1d",
@@ -142,27 +143,8 @@ def add_product(z, a, w, j0, j1):
 
 
 # int8 weights (a QuantizedMatrix): the rows multiplied in are quantized to int16 values in
-# [-127, 127] and summed into int32 accumulators, four weight rows per pass. LLVM widens to 32-bit
-# lanes (vpmovsxbd + vpmulld): the gain over float32 is the 4x smaller weight traffic, not the
-# arithmetic (variants tried are in bench/RESULTS.md).
-
-@njit(**_jit)
-def _add_int_row_product(acc, q, values, j0, j1):
-    """acc[:] += q @ values[:, j0:j1] in int32, q int16 [n] with |q| <= 127, values int8."""
-    n = q.shape[0]
-    k = 0
-    while k + 4 <= n:
-        a0, a1, a2, a3 = q[k], q[k + 1], q[k + 2], q[k + 3]
-        w0, w1, w2, w3 = values[k, j0:j1], values[k + 1, j0:j1], values[k + 2, j0:j1], values[k + 3, j0:j1]
-        for j in range(acc.shape[0]):
-            acc[j] += (np.int32(a0 * np.int16(w0[j]) + a1 * np.int16(w1[j]))
-                       + np.int32(a2 * np.int16(w2[j]) + a3 * np.int16(w3[j])))
-        k += 4
-    for k in range(k, n):
-        ak, wk = np.int32(q[k]), values[k, j0:j1]
-        for j in range(acc.shape[0]):
-            acc[j] += ak * np.int32(wk[j])
-
+# [-2047, 2047], multiplied with the packed weight panels in pairs of rows and summed in int32
+# (int8.panel_product: vpmaddwd on x86), then scaled back to float32 column by column.
 
 @njit(**_jit)
 def quantize_rows(a, input_scale, q, row_scale):
@@ -175,26 +157,26 @@ def quantize_rows(a, input_scale, q, row_scale):
             top = np.float32(0.0)
             for k in range(row.shape[0]):
                 top = max(top, abs(row[k]))
-            scale = top / np.float32(QMAX) if top > 0.0 else np.float32(1.0)
+            scale = top / np.float32(ROW_QMAX) if top > 0.0 else np.float32(1.0)
         row_scale[i] = scale
         for k in range(row.shape[0]):
-            out[k] = np.int16(min(max(np.rint(row[k] / scale), -QMAX), QMAX))
+            out[k] = np.int16(min(max(np.rint(row[k] / scale), -ROW_QMAX), ROW_QMAX))
 
 
 @njit(**_jit)
 def add_quantized_product(z, a, w, scratch, j0, j1):
-    """z[:, j0:j1] += a @ w[:, j0:j1] for a QuantizedMatrix w; scratch from `_scratch`."""
+    """z[:, j0:j1] += a @ w[:, j0:j1] for a QuantizedMatrix w; scratch from `_scratch`. The int32
+    sums of the panels that columns j0..j1 touch land in scratch[1][:, panel columns]."""
     q, acc, row_scale = scratch
-    n = a.shape[1]
     quantize_rows(a, w.input_scale, q, row_scale)
-    scale = w.scale[j0:j1]
+    scale = w.scale
     for i in range(a.shape[0]):
-        total = acc[i, :j1 - j0]
-        total[:] = 0
-        _add_int_row_product(total, q[i, :n], w.values, j0, j1)
-        row, s = z[i, j0:j1], row_scale[i]
-        for j in range(row.shape[0]):
-            row[j] += np.float32(total[j]) * (s * scale[j])
+        row, s, total = z[i], row_scale[i], acc[i]
+        for panel in range(j0 // PANEL, (j1 + PANEL - 1) // PANEL):
+            c0 = panel * PANEL
+            panel_product(total[c0:c0 + PANEL], q[i], w.panels, panel)
+            for j in range(max(c0, j0), min(c0 + PANEL, j1)):
+                row[j] += np.float32(total[j]) * (s * scale[j])
 
 
 def _product(z, a, w, scratch, j0, j1):
@@ -217,8 +199,10 @@ def _scratch_by_type(w, other, rows, inputs, width):
     if isinstance(w, types.Array) and isinstance(other, types.Array):
         return lambda w, other, rows, inputs, width: (np.empty((0, 0), np.int16), np.empty((0, 0), np.int32),
                                                       np.empty(0, np.float32))
-    return lambda w, other, rows, inputs, width: (np.empty((rows, inputs), np.int16),
-                                                  np.empty((rows, width), np.int32), np.empty(rows, np.float32))
+    # q is zeroed: an odd input count leaves its pad column 0; acc spans whole panels
+    return lambda w, other, rows, inputs, width: (np.zeros((rows, inputs + inputs % 2), np.int16),
+                                                  np.empty((rows, -(-width // PANEL) * PANEL), np.int32),
+                                                  np.empty(rows, np.float32))
 
 
 def _row_blocks(rows: int) -> int:
