@@ -171,12 +171,13 @@ def add_quantized_product(z, a, w, scratch, j0, j1):
     quantize_rows(a, w.input_scale, q, row_scale)
     scale = w.scale
     for i in range(a.shape[0]):
-        row, s, total = z[i], row_scale[i], acc[i]
+        total = acc[i]
         for panel in range(j0 // PANEL, (j1 + PANEL - 1) // PANEL):
-            c0 = panel * PANEL
-            panel_product(total[c0:c0 + PANEL], q[i], w.panels, panel)
-            for j in range(max(c0, j0), min(c0 + PANEL, j1)):
-                row[j] += np.float32(total[j]) * (s * scale[j])
+            panel_product(total[panel * PANEL:], q[i], w.panels, panel)
+        row, s = z[i, j0:j1], row_scale[i]
+        sums, column_scale = total[j0:j1], scale[j0:j1]
+        for j in range(row.shape[0]):
+            row[j] += np.float32(sums[j]) * (s * column_scale[j])
 
 
 def _product(z, a, w, scratch, j0, j1):
