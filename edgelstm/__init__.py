@@ -58,6 +58,25 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, quantize:
     return graph
 
 
+def distill(teacher: str | os.PathLike, data, destination: str | os.PathLike, targets=None, progress=None,
+            **options):
+    """Distil the teacher model file (.keras, .h5, .onnx or .elstm) into a small student written to
+    `destination` (.elstm, atomically) and return the report (`passes.distill.Report`).
+
+    `data` holds unlabelled transfer inputs shaped like the teacher's; `targets`, optional ground
+    truth for them. `options` are the fields of `passes.distill.Options` (hidden, layers, cell,
+    bidirectional, epochs, batch_size, lr, temperature, val_split, seed, augment, quantize, ...);
+    `progress` is called with each `passes.distill.Epoch`.
+    """
+    from .passes import distill as passes
+
+    graph = import_model(teacher)
+    student, report = passes.distill(graph, data, passes.Options(**options), targets, progress)
+    student.metadata["edgelstm_version"] = __version__
+    artifact.write(student, destination)
+    return report
+
+
 def load(source: str | os.PathLike | bytes, backend: str = "auto") -> Model:
     """Load a model for inference: an ``.elstm`` file (a path or the file's bytes), or any file
     `import_model` reads.

@@ -14,10 +14,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__, artifact, benchmark, convert as convert_model, crosscheck, import_model, load
+from . import __version__, artifact, benchmark, convert as convert_model, crosscheck, distill as distill_model, \
+    import_model, load
 from .errors import EdgeLSTMError, FormatError
 from .ir import SCALE_SUFFIX, scale_names
-from .passes import quantize as quantize_pass
+from .passes import distill as distill_pass, quantize as quantize_pass
 from .runtime import BACKEND_CHOICES
 
 
@@ -128,6 +129,71 @@ def convert(source, output, scheme, per_channel, calibration, eval_path):
 def quantize(source, output, scheme, per_channel, calibration, eval_path):
     """Quantize a float32 model (.elstm, or any file convert reads) to int8 or float16 weights."""
     _convert(source, output, scheme, per_channel, calibration, eval_path)
+
+
+@main.command()
+@click.argument("teacher", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Unlabelled transfer inputs (.npy) shaped like the teacher's input.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The student .elstm file.")
+@click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True, help="Units per student layer.")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--cell", type=click.Choice(distill_pass.CELLS), default="lstm", show_default=True)
+@click.option("--bidirectional", is_flag=True, help="Bidirectional student layers (outputs concatenated).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Adam's step size.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Softens softmax/sigmoid targets; the KL loss is scaled by T².")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of the transfer data held out for early stopping and the report.")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Epochs without a better validation loss before stopping.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--targets", "targets_path", type=click.Path(exists=True, dir_okay=False),
+              help="Ground truth for the transfer data (.npy), weighted in with a small term.")
+@click.option("--augment", type=click.Choice(distill_pass.AUGMENTATIONS),
+              help="Add a perturbed copy of the transfer data (noise: 5%% of each feature's spread; "
+                   "jitter: time shifts of up to 2 steps).")
+@click.option("--quantize", "scheme", type=click.Choice(["int8"]),
+              help="Train the last epochs with int8-rounded weights, then write an int8 student.")
+def distill(teacher, data_path, output, hidden, layers, cell, bidirectional, epochs, batch_size, lr, temperature,
+            val_split, patience, seed, targets_path, augment, scheme):
+    """Train a small, fast student to reproduce a teacher model (.keras, .h5, .onnx or .elstm)."""
+    if Path(teacher).resolve() == Path(output).resolve():
+        raise click.UsageError("the output would overwrite the teacher; give another -o")
+    with click.progressbar(length=epochs, label="distilling", file=sys.stderr,
+                           item_show_func=lambda e: e and _epoch_text(e)) as bar:
+        report = distill_model(teacher, _load_npy(data_path), output,
+                               targets=_load_npy(targets_path) if targets_path else None,
+                               progress=lambda e: bar.update(1, e),
+                               hidden=hidden, layers=layers, cell=cell, bidirectional=bidirectional, epochs=epochs,
+                               batch_size=batch_size, lr=lr, temperature=temperature, val_split=val_split,
+                               patience=patience, seed=seed, augment=augment, quantize=scheme)
+    if report.interrupted:
+        click.echo("Interrupted: keeping the best student so far.", err=True)
+    agreement = report.metric == "agreement"
+    click.echo(f"Wrote {output}: best of {report.epochs} epochs at epoch {report.best_epoch}, "
+               f"{report.seconds_per_epoch:.2f} s per epoch")
+    table = [("", "teacher", "student", "ratio"),
+             ("parameters", f"{report.teacher_params:,}", f"{report.student_params:,}",
+              f"{report.teacher_params / report.student_params:.1f}x smaller"),
+             ("file", _human(report.teacher_bytes), _human(report.student_bytes),
+              f"{report.teacher_bytes / report.student_bytes:.1f}x smaller"),
+             ("latency (1 sequence)", f"{report.teacher_latency_s * 1e6:,.0f} µs", f"{report.student_latency_s * 1e6:,.0f} µs",
+              f"{report.teacher_latency_s / report.student_latency_s:.1f}x faster")]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo(f"  on {report.validation_rows} validation sequences: "
+               + (f"the student picks the teacher's class on {100 * report.value:.1f}%" if agreement
+                  else f"MSE against the teacher {report.value:.4g}"))
+
+
+def _epoch_text(e: distill_pass.Epoch) -> str:
+    metric = f"{100 * e.val_metric:.1f}%" if e.metric == "agreement" else f"{e.val_metric:.4g}"
+    return (f"epoch {e.epoch}: loss {e.train_loss:.4g}, val {e.metric} {metric}"
+            + (" (int8 weights)" if e.fake_quantized else ""))
 
 
 def _shape_text(shape) -> str:
