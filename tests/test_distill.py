@@ -176,3 +176,16 @@ def test_bad_requests_are_clear_errors(tmp_path):
                                        str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.elstm")])
     assert result.exit_code == 1 and "expected" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "s.elstm").exists()
+
+
+def test_shipped_text_teacher_distils_into_a_quarter_size_student_that_agrees(tmp_path):
+    """tools/make_distill_teachers.py: BiLSTM(64) -> BiLSTM(16) on a short run (the full run is in
+    bench/distill.py: 99% agreement)."""
+    folder = MODELS / "distill"
+    ids = np.load(folder / "text.transfer.npy").astype(np.int32)[:3000]
+    test = np.load(folder / "text.test.npy").astype(np.int32)
+    report = edgelstm.distill(folder / "text_teacher.keras", ids, tmp_path / "s.elstm", hidden=16,
+                              bidirectional=True, epochs=6)
+    teacher, student = edgelstm.load(folder / "text_teacher.keras"), edgelstm.load(tmp_path / "s.elstm")
+    agreement = np.mean(teacher.predict(test).argmax(-1) == student.predict(test).argmax(-1))
+    assert agreement >= 0.95 and report.student_params * 4 < report.teacher_params
