@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from . import artifact
 from .errors import BackendError, EdgeLSTMError, FormatError, InputError, ShapeError, UnsupportedError
@@ -70,8 +71,15 @@ def distill(teacher: str | os.PathLike, data, destination: str | os.PathLike, ta
     """
     from .passes import distill as passes
 
+    destination = Path(destination)
+    if destination.resolve() == Path(teacher).resolve():
+        raise InputError("the student would overwrite the teacher; give another destination")
+    if not destination.resolve().parent.is_dir():
+        raise InputError(f"cannot write {destination}: its folder does not exist")
+    settings = passes.Options(**options)
+    settings.check()
     graph = import_model(teacher)
-    student, report = passes.distill(graph, data, passes.Options(**options), targets, progress)
+    student, report = passes.distill(graph, data, settings, targets, progress)
     student.metadata["edgelstm_version"] = __version__
     artifact.write(student, destination)
     return report

@@ -160,8 +160,6 @@ def quantize(source, output, scheme, per_channel, calibration, eval_path):
 def distill(teacher, data_path, output, hidden, layers, cell, bidirectional, epochs, batch_size, lr, temperature,
             val_split, patience, seed, targets_path, augment, scheme):
     """Train a small, fast student to reproduce a teacher model (.keras, .h5, .onnx or .elstm)."""
-    if Path(teacher).resolve() == Path(output).resolve():
-        raise click.UsageError("the output would overwrite the teacher; give another -o")
     with click.progressbar(length=epochs, label="distilling", file=sys.stderr,
                            item_show_func=lambda e: e and _epoch_text(e)) as bar:
         report = distill_model(teacher, _load_npy(data_path), output,
@@ -185,7 +183,7 @@ def distill(teacher, data_path, output, hidden, layers, cell, bidirectional, epo
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    click.echo(f"  on {report.validation_rows} validation sequences: "
+    click.echo(f"  on {report.validation_rows} {'validation' if report.held_out else 'training'} sequences: "
                + (f"the student picks the teacher's class on {100 * report.value:.1f}%" if agreement
                   else f"MSE against the teacher {report.value:.4g}"))
 

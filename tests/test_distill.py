@@ -126,22 +126,20 @@ def transfer(count=400, steps=50, seed=0):
 
 def test_training_learns_a_teacher_and_is_deterministic():
     x = transfer()
-    y = Model(FORECAST).predict(x)
-    runs = [D.train_student(FORECAST, x, y, D.Options(hidden=8, epochs=8, seed=5)) for _ in range(2)]
+    runs = [D.train_student(FORECAST, x, D.Options(hidden=8, epochs=8, seed=5)) for _ in range(2)]
     history = runs[0].history
     assert history[-1].val_metric < 0.2 * history[0].val_metric  # MSE against the teacher
     assert [e.val_loss for e in history] == [e.val_loss for e in runs[1].history]
     for a, b in zip(runs[0].student.layers, runs[1].student.layers):
         for name in a.weights:
             np.testing.assert_array_equal(a.weights[name], b.weights[name])
-    other = D.train_student(FORECAST, x, y, D.Options(hidden=8, epochs=2, seed=6))
+    other = D.train_student(FORECAST, x, D.Options(hidden=8, epochs=2, seed=6))
     assert other.history[0].val_loss != history[0].val_loss
 
 
 def test_int8_distillation_fine_tunes_with_rounded_weights():
     x = transfer(200)
-    result = D.train_student(FORECAST, x, Model(FORECAST).predict(x),
-                             D.Options(hidden=6, epochs=4, qat_epochs=2, quantize="int8"))
+    result = D.train_student(FORECAST, x, D.Options(hidden=6, epochs=4, qat_epochs=2, quantize="int8"))
     assert [e.fake_quantized for e in result.history] == [False, False, True, True]
     assert any(w.dtype == np.int8 for layer in result.student.layers for w in layer.weights.values())
 
@@ -164,10 +162,27 @@ def test_bad_requests_are_clear_errors(tmp_path):
     ids = rng.integers(1, 50, (20, 7)).astype(np.int32)
     with pytest.raises(InputError, match="token ids"):
         D.distill(TEXT, ids, D.Options(epochs=1, augment="noise"))
-    with pytest.raises(UnsupportedError, match="augmentation"):
+    with pytest.raises(UnsupportedError, match="augment 'mixup'"):
         D.distill(FORECAST, transfer(20), D.Options(epochs=1, augment="mixup"))
     with pytest.raises(InputError, match="none to train on"):
-        D.train_student(FORECAST, transfer(1), Model(FORECAST).predict(transfer(1)), D.Options(val_split=0.9))
+        D.train_student(FORECAST, transfer(1), D.Options(val_split=0.5))
+    broken = transfer(20)
+    broken[3, 7, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        D.train_student(FORECAST, broken, D.Options(epochs=1))
+    with pytest.raises(InputError, match="temperature"):
+        D.train_student(TEXT, ids, D.Options(temperature=0.0))
+    with pytest.raises(InputError, match="class ids"):
+        D.train_student(TEXT, ids, D.Options(epochs=1), truth=np.full(20, 9))
+    with pytest.raises(InputError, match="shape"):
+        D.train_student(FORECAST, transfer(20), D.Options(epochs=1), truth=np.zeros((20, 3)))
+    with pytest.raises(InputError, match="jitter"):
+        D.train_student(FORECAST, transfer(20), D.Options(epochs=1, augment="jitter"), truth=np.zeros((20, 1)))
+    masked = sequence_teacher("linear")
+    masked.layers.insert(1, Layer("mask", "masking", ["input"], {"mask_value": 0.0}))
+    masked.layers[2].inputs = ["mask"]
+    with pytest.raises(UnsupportedError, match="masks its float inputs"):
+        D.teacher_interface(masked)
     relu_head = sequence_teacher("relu")
     with pytest.raises(UnsupportedError, match="output activation is 'relu'"):
         D.teacher_interface(relu_head)
@@ -176,6 +191,36 @@ def test_bad_requests_are_clear_errors(tmp_path):
                                        str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.elstm")])
     assert result.exit_code == 1 and "expected" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "s.elstm").exists()
+    for target, message in ((MODELS / "sensor_forecast.keras", "overwrite the teacher"),
+                            (tmp_path / "missing" / "s.elstm", "folder does not exist")):
+        with pytest.raises(InputError, match=message):
+            edgelstm.distill(MODELS / "sensor_forecast.keras", transfer(30), target)
+
+
+def test_augmented_copies_train_and_never_validate():
+    x = transfer(100)
+    result = D.train_student(FORECAST, x, D.Options(hidden=4, epochs=2, augment="noise", val_split=0.2))
+    assert len(result.validation) == 20 and result.validation.max() < 100 and result.held_out
+    np.testing.assert_array_equal(result.validation_inputs, x[result.validation])
+    shifted = D.augment(x, "jitter", np.random.default_rng(0))
+    assert not np.any(np.all(shifted == x, axis=(1, 2)))  # every copy moves
+
+
+def test_early_stopping_keeps_the_best_epoch_and_targets_train_too():
+    x = transfer(120)
+    result = D.train_student(FORECAST, x, D.Options(hidden=4, epochs=30, lr=0.3, patience=2, seed=1))
+    losses = [e.val_loss for e in result.history]
+    assert len(losses) < 30 and result.best_epoch == 1 + int(np.argmin(losses))
+    assert len(losses) - result.best_epoch == 2
+    truth = Model(FORECAST).predict(x) + 0.05
+    with_truth = D.train_student(FORECAST, x, D.Options(hidden=4, epochs=2, seed=1), truth=truth)
+    plain = D.train_student(FORECAST, x, D.Options(hidden=4, epochs=2, seed=1))
+    assert with_truth.history[0].train_loss != plain.history[0].train_loss
+
+
+def test_tiny_data_still_holds_a_row_out():
+    result = D.train_student(FORECAST, transfer(4), D.Options(hidden=2, epochs=1))
+    assert result.held_out and len(result.validation) == 1
 
 
 def test_shipped_text_teacher_distils_into_a_quarter_size_student_that_agrees(tmp_path):

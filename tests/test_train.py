@@ -1,5 +1,5 @@
 """Training kernels (distillation students): every backward pass against central finite
-differences in float64, and every forward pass against the inference kernels."""
+differences in float64 (test_distill.py holds the forward passes to the inference runtime)."""
 
 import numpy as np
 import pytest

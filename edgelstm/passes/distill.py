@@ -51,6 +51,23 @@ class Options:
     quantize: str | None = None
     qat_epochs: int = 3
 
+    def check(self) -> None:
+        """Refuse bad options before any work is done."""
+        for name, value, choices in (("cell", self.cell, CELLS), ("quantize", self.quantize, (None, "int8")),
+                                     ("augment", self.augment, (None, *AUGMENTATIONS))):
+            if value not in choices:
+                raise UnsupportedError(f"{name} {value!r} is not supported; supported: "
+                                       f"{', '.join(str(c) for c in choices if c is not None)}")
+        for name in ("hidden", "layers", "epochs", "batch_size", "patience"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise InputError(f"{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
+        limits = {"lr": self.lr > 0, "temperature": self.temperature > 0, "clip_norm": self.clip_norm >= 0,
+                  "targets_weight": self.targets_weight >= 0, "val_split": 0 <= self.val_split < 1,
+                  "qat_epochs": isinstance(self.qat_epochs, int) and self.qat_epochs >= 0}
+        for name, ok in limits.items():
+            if not ok:
+                raise InputError(f"{name} {getattr(self, name)!r} is out of range")
+
 
 @dataclasses.dataclass
 class Epoch:
@@ -72,7 +89,10 @@ class Result:
     best_epoch: int
     metric_name: str  # "agreement" or "mse"
     interrupted: bool
-    validation: np.ndarray  # the rows of x held out for validation
+    validation: np.ndarray  # the rows of x the student was measured on
+    held_out: bool  # False when there was no validation split: those rows are training rows
+    validation_targets: np.ndarray  # the teacher's outputs for them
+    validation_inputs: np.ndarray
 
 
 @dataclasses.dataclass
@@ -80,7 +100,6 @@ class _Interface:
     """What the student copies from the teacher."""
 
     token_ids: bool
-    vocab: int
     embed_dim: int
     mask_zero: bool
     embedding: np.ndarray | None
@@ -101,12 +120,16 @@ def teacher_interface(teacher: Graph) -> _Interface:
     if head not in HEAD_ACTIVATIONS:
         raise UnsupportedError(f"the teacher's output activation is {head!r}; a student head supports "
                                f"{', '.join(HEAD_ACTIVATIONS)}")
+    masking = next((l for l in teacher.layers if l.kind in ("masking", "length_mask")), None)
+    if masking is not None:
+        raise UnsupportedError(f"the teacher masks its float inputs (layer '{masking.name}', {masking.kind}); "
+                               "students mirror only an Embedding's mask_zero")
     token_ids = teacher.input.attrs["dtype"] == "int32"
     embedding = next((l for l in teacher.layers if l.kind == "embedding"), None)
     if token_ids and embedding is None:
         raise UnsupportedError("the teacher reads token ids but has no Embedding layer to size the student's")
     table = None if embedding is None else kernel_weights(embedding)["embeddings"].astype(np.float32)
-    return _Interface(token_ids, 0 if table is None else table.shape[0], 0 if table is None else table.shape[1],
+    return _Interface(token_ids, 0 if table is None else table.shape[1],
                       bool(embedding and embedding.attrs["mask_zero"]), table,
                       0 if token_ids else teacher.input.shape[-1], len(out.shape) == 2, out.shape[-1], head)
 
@@ -156,9 +179,12 @@ def _directions(options: Options) -> tuple[str, ...]:
     return ("forward", "backward") if options.bidirectional else ("forward",)
 
 
+def _weight_names(cell: str) -> tuple[str, ...]:
+    return ("kernel", "recurrent_kernel", "bias") + (("recurrent_bias",) if cell == "gru" else ())
+
+
 def _recurrent_weights(params, prefix, cell):
-    names = ("kernel", "recurrent_kernel", "bias") + (("recurrent_bias",) if cell == "gru" else ())
-    return [params[prefix + n] for n in names]
+    return [params[prefix + n] for n in _weight_names(cell)]
 
 
 # --- forward and backward over a batch ---------------------------------------------------------
@@ -207,7 +233,7 @@ def backward(d_z, params, interface: _Interface, options: Options, tape) -> dict
         d_input = None
         for k, direction in enumerate(directions):
             h_in, cache = layer_tape[index * len(directions) + k]
-            names = ("kernel", "recurrent_kernel", "bias") + (("recurrent_bias",) if options.cell == "gru" else ())
+            names = _weight_names(options.cell)
             prefix = f"rnn{index}/{direction}/"
             part = d_h[..., k * units:(k + 1) * units]
             if sequence:
@@ -337,6 +363,35 @@ def fake_quantized(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _finite(a: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"the {what} data holds NaN or infinite values; clean it before distilling")
+    return a
+
+
+def _check_targets(truth, teacher_out: np.ndarray, head: str) -> np.ndarray:
+    """Ground truth shaped like the teacher's outputs: class ids (or one-hot rows) for a softmax
+    head, values in [0, 1] for sigmoid, anything finite otherwise."""
+    truth = np.asarray(truth)
+    if len(truth) != len(teacher_out):
+        raise InputError(f"the targets hold {len(truth)} rows for {len(teacher_out)} transfer sequences")
+    per_row = teacher_out.shape[:-1]
+    if head == "softmax" and truth.shape != teacher_out.shape:
+        if truth.size != int(np.prod(per_row)) or truth.dtype.kind not in "iuf":
+            raise InputError(f"the targets have shape {truth.shape}; a softmax teacher of output shape "
+                             f"{teacher_out.shape} takes class ids shaped {per_row} (or one-hot {teacher_out.shape})")
+        ids = truth.reshape(per_row)
+        if not (np.all(ids == np.round(ids)) and ids.min() >= 0 and ids.max() < teacher_out.shape[-1]):
+            raise InputError(f"class ids must be whole numbers from 0 to {teacher_out.shape[-1] - 1}")
+        return ids.astype(np.int64)
+    if truth.size != teacher_out.size or truth.dtype.kind not in "iufb":
+        raise InputError(f"the targets have shape {truth.shape}; the teacher's outputs have shape {teacher_out.shape}")
+    truth = _finite(truth.reshape(teacher_out.shape).astype(np.float32), "targets")
+    if head == "sigmoid" and (truth.min() < 0 or truth.max() > 1):
+        raise InputError("targets for a sigmoid teacher must lie in [0, 1]")
+    return truth
+
+
 def augment(x: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
     """A perturbed copy of float inputs: `noise` adds Gaussian noise of 5% of each feature's
     standard deviation; `jitter` shifts each sequence in time by up to two steps (edges repeated)."""
@@ -345,36 +400,59 @@ def augment(x: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
     if how == "noise":
         std = x.reshape(-1, x.shape[-1]).std(axis=0)
         return (x + rng.normal(0, 1, x.shape) * (0.05 * std)).astype(x.dtype)
-    shifts = rng.integers(-2, 3, x.shape[0])
+    shifts = rng.choice(np.array([-2, -1, 1, 2]), x.shape[0])
     steps = np.arange(x.shape[1])
     index = np.clip(steps[None, :] - shifts[:, None], 0, x.shape[1] - 1)
     return np.take_along_axis(x, index[:, :, None], axis=1)
 
 
-def train_student(teacher: Graph, x: np.ndarray, teacher_out: np.ndarray, options: Options, truth=None,
+def train_student(teacher: Graph, x, options: Options, truth=None,
                   progress: Callable[[Epoch], None] | None = None) -> Result:
-    """Train a student on (x, teacher_out); returns the best student (lowest validation loss) as a
-    float32 graph. Ctrl-C stops training and keeps the best student so far."""
+    """Train a student on the teacher's outputs for the transfer inputs x; returns the best
+    student (lowest validation loss) as a graph. Augmented copies (`options.augment`) are made of
+    the training rows only. Ctrl-C stops training and keeps the best student so far."""
+    from ..runtime import Model
+
+    options.check()
     interface = teacher_interface(teacher)
-    if options.cell not in CELLS:
-        raise UnsupportedError(f"unknown student cell {options.cell!r}; supported: {', '.join(CELLS)}")
+    teacher_model = Model(teacher)
+    x = teacher_model.prepare_input(x)
+    if not interface.token_ids:
+        x = _finite(x.astype(np.float32), "transfer")
+    teacher_out = _finite(teacher_model.predict(x).astype(np.float32), "teacher's output")
+    if interface.sequence_output and teacher_out.shape[1] != x.shape[1]:
+        raise UnsupportedError(f"the teacher turns {x.shape[1]} input steps into {teacher_out.shape[1]} output "
+                               "steps; a student's per-step outputs follow its input steps")
+    truth = None if truth is None else _check_targets(truth, teacher_out, interface.head)
     rng = np.random.default_rng(options.seed)
     params = init_params(interface, options, rng)
     order = rng.permutation(len(x))
-    n_val = int(round(len(x) * options.val_split))
+    n_val = 0 if options.val_split == 0 else max(1, int(round(len(x) * options.val_split)))
     if len(x) - n_val < 1:
-        raise InputError(f"{len(x)} transfer sequences leave none to train on with --val-split {options.val_split}")
+        raise InputError(f"{len(x)} transfer sequences leave none to train on with a validation split of "
+                         f"{options.val_split}")
     val, fit = order[:n_val], order[n_val:]
-    x = x if interface.token_ids else x.astype(np.float32)
+    if options.augment:
+        if truth is not None and options.augment == "jitter":
+            raise InputError("--augment jitter shifts sequences in time, which their --targets do not follow; "
+                             "use --augment noise with targets")
+        extra = augment(x[fit], options.augment, rng)
+        x = np.concatenate([x, extra])
+        teacher_out = np.concatenate([teacher_out, teacher_model.predict(extra).astype(np.float32)])
+        truth = None if truth is None else np.concatenate([truth, truth[fit]])
+        fit = np.concatenate([fit, np.arange(len(x) - len(extra), len(x))])
     soft = soft_targets(teacher_out, interface.head, options.temperature).astype(np.float32)
     optimizer = Adam(params, options.lr)
     metric_name = "agreement" if interface.head in ("softmax", "sigmoid") else "mse"
-    history, best, best_epoch, interrupted = [], dict(params), 0, False
+    history, best, best_epoch, interrupted = [], {k: v.copy() for k, v in params.items()}, 0, False
     qat = min(options.qat_epochs, options.epochs) if options.quantize == "int8" else 0
     phases = [(options.epochs - qat, False), (qat, True)]  # float epochs, then fake-quantized ones
     try:
         for count, fake in phases:
             best_loss, since_best = np.inf, 0
+            if fake and count:  # the rounded weights must beat the best float student, rounded
+                best_loss = _evaluate(fake_quantized(best), x, soft, teacher_out, truth, val if n_val else fit,
+                                      interface, options)[0]
             for _ in range(count):
                 start = time.perf_counter()
                 shuffled = fit[rng.permutation(len(fit))]
@@ -393,6 +471,9 @@ def train_student(teacher: Graph, x: np.ndarray, teacher_out: np.ndarray, option
                                                  truth, val if n_val else fit, interface, options)
                 history.append(Epoch(len(history) + 1, total / len(fit), val_loss, val_metric, metric_name,
                                      time.perf_counter() - start, fake))
+                if not np.isfinite(val_loss):
+                    raise InputError(f"training diverged at epoch {len(history)} (the loss is not finite); "
+                                     "try a smaller learning rate")
                 if val_loss < best_loss:
                     best, best_loss, best_epoch, since_best = {k: v.copy() for k, v in params.items()}, val_loss, \
                         len(history), 0
@@ -406,7 +487,8 @@ def train_student(teacher: Graph, x: np.ndarray, teacher_out: np.ndarray, option
     except KeyboardInterrupt:
         interrupted = True
     student = build_student(teacher, best, interface, options)
-    return Result(student, history, best_epoch, metric_name, interrupted, val if n_val else fit)
+    return Result(student, history, best_epoch, metric_name, interrupted, val if n_val else fit, n_val > 0,
+                  teacher_out[val if n_val else fit], x[val if n_val else fit])
 
 
 def _evaluate(params, x, soft, teacher_out, truth, rows, interface, options) -> tuple[float, float]:
@@ -432,7 +514,7 @@ def build_student(teacher: Graph, params: dict[str, np.ndarray], interface: _Int
         layers.append(Layer("embedding", "embedding", [previous], {"mask_zero": interface.mask_zero},
                             {"embeddings": params["embeddings"]}))
         previous = "embedding"
-    names = ("kernel", "recurrent_kernel", "bias") + (("recurrent_bias",) if options.cell == "gru" else ())
+    names = _weight_names(options.cell)
     for index in range(options.layers):
         sequences = index < options.layers - 1 or interface.sequence_output
         merged = []
@@ -481,40 +563,32 @@ class Report:
     best_epoch: int
     seconds_per_epoch: float
     validation_rows: int
+    held_out: bool  # False: no validation split, the figure is on training rows
     interrupted: bool
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def distill(teacher: Graph, x: np.ndarray, options: Options, truth=None,
+def distill(teacher: Graph, x, options: Options, truth=None,
             progress: Callable[[Epoch], None] | None = None) -> tuple[Graph, Report]:
-    """Run the teacher on the transfer inputs x (augmented with `options.augment`), train a student
-    on its outputs and measure both; the student graph's metadata keeps the report."""
+    """Train a student of the teacher on the transfer inputs x (see `train_student`) and measure
+    both on the validation rows; the student graph's metadata keeps the report."""
     from .. import artifact
     from ..benchmark import time_calls
     from ..runtime import Model
 
-    if options.augment is not None and options.augment not in AUGMENTATIONS:
-        raise UnsupportedError(f"unknown augmentation {options.augment!r}; supported: {', '.join(AUGMENTATIONS)}")
-    teacher_model = Model(teacher)
-    x = teacher_model.prepare_input(x)
-    if truth is not None and len(truth) != len(x):
-        raise InputError(f"--targets holds {len(truth)} rows for {len(x)} transfer sequences")
-    if options.augment:
-        x = np.concatenate([x, augment(x, options.augment, np.random.default_rng(options.seed + 1))])
-        truth = None if truth is None else np.concatenate([truth, truth])
-    teacher_out = teacher_model.predict(x).astype(np.float32)
-    result = train_student(teacher, x, teacher_out, options, truth, progress)
-    student = Model(result.student)
-    val = result.validation
-    value = agreement_or_mse(student.predict(x[val]), teacher_out[val], teacher_interface(teacher).head)
-    one = x[val[:1]]
+    result = train_student(teacher, x, options, truth, progress)
+    teacher_model, student = Model(teacher), Model(result.student)
+    inputs = result.validation_inputs
+    value = agreement_or_mse(student.predict(inputs), result.validation_targets, teacher_interface(teacher).head)
+    one = inputs[:1]
     latency = [float(np.median(time_calls(lambda m=m: m.predict(one), 0.2))) for m in (teacher_model, student)]
+    seconds = [e.seconds for e in result.history[1:] or result.history]  # the first epoch also compiles
     report = Report(result.metric_name, value, sum(l.param_count() for l in teacher.layers),
                     sum(l.param_count() for l in result.student.layers), len(artifact.to_bytes(teacher)),
                     len(artifact.to_bytes(result.student)), latency[0], latency[1], len(result.history),
-                    result.best_epoch, float(np.mean([e.seconds for e in result.history[1:] or result.history]))
-                    if result.history else 0.0, len(val), result.interrupted)
+                    result.best_epoch, float(np.mean(seconds)) if seconds else 0.0, len(inputs), result.held_out,
+                    result.interrupted)
     result.student.metadata["distillation"]["report"] = report.as_dict()
     return result.student, report
