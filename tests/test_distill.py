@@ -234,3 +234,13 @@ def test_shipped_text_teacher_distils_into_a_quarter_size_student_that_agrees(tm
     teacher, student = edgelstm.load(folder / "text_teacher.keras"), edgelstm.load(tmp_path / "s.elstm")
     agreement = np.mean(teacher.predict(test).argmax(-1) == student.predict(test).argmax(-1))
     assert agreement >= 0.95 and report.student_params * 4 < report.teacher_params
+
+
+def test_ctrl_c_keeps_the_best_student_so_far():
+    def interrupt(epoch):
+        if epoch.epoch == 2:
+            raise KeyboardInterrupt
+
+    result = D.train_student(FORECAST, transfer(60), D.Options(hidden=3, epochs=10), progress=interrupt)
+    assert result.interrupted and len(result.history) == 2 and result.best_epoch in (1, 2)
+    assert Model(result.student).predict(transfer(2)).shape == (2, 1)
