@@ -26,8 +26,7 @@ _jit = dict(cache=True, error_model="numpy", fastmath={"contract"})
 
 
 _PANEL = 512  # output columns per pass of a matrix product: a panel of weights stays in cache
-# From 8 rows and 32 inputs on, OpenBLAS's packed sgemm beats our loops (bench/RESULTS.md). Kept
-# here, not in blas.py: numba's cache notices a change to this file, not to the modules it calls.
+# From 8 rows and 32 inputs on, OpenBLAS's packed sgemm beats our loops (bench/RESULTS.md).
 _BLAS_ROWS, _BLAS_INPUTS = 8, 32
 
 
