@@ -285,10 +285,12 @@ def _load_npy(path: str) -> np.ndarray:
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="Kernels to run with.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Run at most this many sequences at once.")
-def run(model, input_path, output_path, backend, batch_size):
+@click.option("--check-finite", is_flag=True,
+              help="Refuse inputs holding NaN or infinity (by default they propagate to their sequence's outputs).")
+def run(model, input_path, output_path, backend, batch_size, check_finite):
     """Run a model on the sequences of a .npy file."""
     m = load(model, backend=backend)
-    y = m.predict(_load_npy(input_path), batch_size=batch_size)
+    y = m.predict(_load_npy(input_path), batch_size=batch_size, check_finite=check_finite)
     if output_path:
         artifact.atomic_write(output_path, lambda f: np.save(f, y))
         click.echo(f"Wrote {output_path}: shape {y.shape}, dtype {y.dtype}", err=True)

@@ -400,13 +400,16 @@ class Model:
             ws = self._local.workspace = _Workspace()
         return ws
 
-    def predict(self, x, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, x, batch_size: int | None = None, check_finite: bool = False) -> np.ndarray:
         """Outputs for a batch of whole sequences x [batch, time, features] (or [batch, time] ids).
 
         Every sequence starts from zero recurrent state. `batch_size` splits a large batch into
-        chunks to bound memory. Safe to call from several threads at once.
+        chunks to bound memory. NaN or infinite inputs propagate to their own sequence's outputs;
+        `check_finite` refuses them instead. Safe to call from several threads at once.
         """
         x = self.prepare_input(x)
+        if check_finite:
+            refuse_non_finite(x)
         if batch_size is not None and not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
             raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         ws = self._workspace()
@@ -420,6 +423,14 @@ class Model:
     def stream(self, batch: int = 1) -> "Stream":
         """A `Stream` that feeds `batch` sequences one time step per call, keeping state."""
         return Stream(self, batch)
+
+
+def refuse_non_finite(x: np.ndarray) -> None:
+    """InputError naming the first NaN or infinite value of a float input."""
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise InputError(f"input holds {np.count_nonzero(~np.isfinite(x))} NaN or infinite values (the first at "
+                         f"index {first}); clean the data, or leave out the finite check to let them propagate")
 
 
 class Stream:
@@ -466,8 +477,9 @@ class Stream:
                 has_time[layer.name] = has_time[layer.inputs[0]]
         return has_time[self.model.graph.output]
 
-    def step(self, x_t) -> np.ndarray:
-        """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids)."""
+    def step(self, x_t, check_finite: bool = False) -> np.ndarray:
+        """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids).
+        `check_finite` refuses NaN or infinite inputs before they reach the state."""
         if (type(x_t) is np.ndarray and x_t.shape == self._step_shape and x_t.dtype == self._step_dtype
                 and x_t.flags.c_contiguous):
             x = x_t  # already what the kernels take: skip the checks (they cost as much as a small step)
@@ -475,6 +487,8 @@ class Stream:
             x = self.model.prepare_input(x_t, sequence=False)
         if x.shape[0] != self.batch:
             raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
+        if check_finite:
+            refuse_non_finite(x)
         y = self.model._run(x[:, None], self._ws)
         return (y[:, 0] if self._time_axis else y).copy()
 

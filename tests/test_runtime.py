@@ -171,3 +171,26 @@ def test_take_step_of_a_sequence_equals_the_last_output():
     for t in range(3):
         step = stream.step(X[:, t])
     np.testing.assert_allclose(step, plain.predict(X[:, :3]), atol=1e-6)
+
+
+def test_nan_propagates_to_its_own_sequence_or_is_refused_on_request(tmp_path):
+    model = edgelstm.Model(small_graph())
+    x = np.random.default_rng(4).normal(size=(3, 6, 3)).astype(np.float32)
+    clean = model.predict(x)
+    x[1, 2, 0] = np.nan
+    y = model.predict(x)
+    assert np.isnan(y[1]).all() and np.array_equal(y[[0, 2]], clean[[0, 2]])
+    with pytest.raises(InputError, match=r"1 NaN or infinite values \(the first at index \(1, 2, 0\)\)"):
+        model.predict(x, check_finite=True)
+    stream = model.stream(batch=3)
+    with pytest.raises(InputError, match="NaN"):
+        stream.step(x[:, 2], check_finite=True)
+    np.testing.assert_allclose(stream.step(x[:, 0], check_finite=True), model.predict(x[:, :1]), atol=1e-6)
+
+    from click.testing import CliRunner
+    from edgelstm.cli import main
+    edgelstm.artifact.write(small_graph(), tmp_path / "m.elstm")
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "m.elstm"), "-i", str(tmp_path / "x.npy"), "--check-finite"])
+    assert result.exit_code == 1 and "NaN or infinite" in result.output and "Traceback" not in result.output
+    assert CliRunner().invoke(main, ["run", str(tmp_path / "m.elstm"), "-i", str(tmp_path / "x.npy")]).exit_code == 0
