@@ -14,6 +14,15 @@ _HDF5 = b"\x89HDF\r\n\x1a\n"
 SUPPORTED = ".elstm (edgelstm), .keras (Keras 3), .h5 (Keras 2 or 3 legacy HDF5), .onnx (opset 13+)"
 
 
+def raised_in(exc: BaseException, package: str) -> bool:
+    """Whether `exc` came from inside `package` (h5py, onnx): on a corrupt file those libraries raise
+    KeyError, TypeError, RuntimeError... wherever they read, which then means a bad file, not a bug."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{package}/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
 def import_file(source: str | os.PathLike) -> Graph:
     """Read `source` into the IR, choosing the importer by the file's content and name."""
     path = Path(source)
@@ -26,8 +35,9 @@ def import_file(source: str | os.PathLike) -> Graph:
         return artifact.read(path)
     if magic.startswith(_ZIP) or magic == _HDF5:
         from . import keras
+        from .isolated import run_isolated
 
-        return keras.import_keras(path)
+        return run_isolated(keras.import_keras, path)  # HDF5 can hang on a hostile file: see isolated.py
     if path.suffix == ".onnx":
         from . import onnx
 

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedError
+from . import raised_in
+from ..errors import EdgeLSTMError, FormatError, UnsupportedError
 from ..ir import GATES, Graph, Layer, infer_shape, mask_rule, validate
 
 MAX_CONFIG_BYTES = 64 << 20
@@ -581,13 +582,21 @@ def import_keras(path: str | Path) -> Graph:
     path = Path(path)
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"
-    config, weights, dialect, h5 = _read_keras_archive(path) if is_zip else _read_legacy_h5(path)
-    with h5:
-        try:
-            layers, output = _model_layers(config)
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise FormatError(f"{path}: the model config is malformed ({type(exc).__name__}: {exc})") from None
-        return _convert_layers(path, layers, output, _Context(dialect, weights))
+    try:
+        config, weights, dialect, h5 = _read_keras_archive(path) if is_zip else _read_legacy_h5(path)
+        with h5:
+            try:
+                layers, output = _model_layers(config)
+            except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+                raise FormatError(f"{path}: the model config is malformed ({type(exc).__name__}: {exc})") from None
+            return _convert_layers(path, layers, output, _Context(dialect, weights))
+    except EdgeLSTMError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (HDF5 raises OSError, RuntimeError, KeyError... on a corrupt file)
+        if not (isinstance(exc, (OSError, RuntimeError)) or raised_in(exc, "h5py")):
+            raise
+        raise FormatError(f"{path} is corrupt: HDF5 could not read it ({type(exc).__name__}: {exc})") from None
+
 
 
 def _convert_layers(path: Path, layers: list[_KerasLayer], output: str, ctx: _Context) -> Graph:

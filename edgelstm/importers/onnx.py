@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedError
+from . import raised_in
+from ..errors import EdgeLSTMError, FormatError, UnsupportedError
 from ..ir import GATES, RECURRENT_KINDS, Graph, Layer, infer_shape, validate
 
 MIN_OPSET = 13
@@ -149,8 +150,14 @@ class _Converter:
         self.uses: dict[str, int] = {}
         for name in [n for node in self.graph.node for n in node.input] + [o.name for o in self.graph.output]:
             self.uses[name] = self.uses.get(name, 0) + 1
+        for node in self.graph.node:  # a corrupt file can hold bytes where names belong
+            if not all(isinstance(v, str) for v in (node.op_type, node.domain, node.name, *node.input, *node.output)):
+                raise FormatError(f"{path}: a node's op type or names are not text (a corrupt file)")
         for tensor in self.graph.initializer:
-            self.values[tensor.name] = self.onnx.numpy_helper.to_array(tensor).copy()
+            try:
+                self.values[tensor.name] = self.onnx.numpy_helper.to_array(tensor).copy()
+            except (TypeError, ValueError, KeyError) as exc:
+                raise FormatError(f"{path}: initializer '{tensor.name}' cannot be read ({exc!r})") from None
 
     # -- helpers --------------------------------------------------------------------------
     def where(self, node) -> str:
@@ -968,9 +975,16 @@ def import_onnx(path: str | os.PathLike) -> Graph:
     path = Path(path)
     model = _load(path)
     try:
-        return _Converter(model, path, time_major=False).convert()
-    except _LayoutError as batch_first_error:
         try:
-            return _Converter(model, path, time_major=True).convert()
-        except _LayoutError:
-            raise batch_first_error from None
+            return _Converter(model, path, time_major=False).convert()
+        except _LayoutError as batch_first_error:
+            try:
+                return _Converter(model, path, time_major=True).convert()
+            except _LayoutError:
+                raise batch_first_error from None
+    except EdgeLSTMError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if not raised_in(exc, "onnx"):
+            raise
+        raise FormatError(f"{path} is corrupt: the onnx library could not read it ({type(exc).__name__}: {exc})") from None

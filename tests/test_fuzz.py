@@ -1,0 +1,98 @@
+"""Fuzzing (tests/fuzzing.py): mutated and random files through every reader. Each must give a
+model that runs or an EdgeLSTMError: no other exception, no crash."""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
+
+import edgelstm
+from edgelstm import artifact
+from edgelstm.errors import FormatError, UnsupportedError
+from edgelstm.importers.isolated import run_isolated
+
+from .conftest import MODELS
+from .fuzzing import EXAMPLES, byte_mutations, elstm_header_mutations, read_and_run
+
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 1000,
+                phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking parses thousands of files
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+ELSTM_SEEDS = ["text_classifier", "lstm_autoencoder", "conv1d_causal_dilated", "functional_embedding_mask_stack",
+               "bidir_gru_seq", "layernorm_lstm"]
+
+
+def elstm_bytes(name: str, quantize: str | None = None) -> bytes:
+    graph = edgelstm.import_model(MODELS / f"{name}.keras")
+    if quantize:
+        from edgelstm.passes.quantize import quantize as quantize_graph
+        graph = quantize_graph(graph, quantize)
+    return artifact.to_bytes(graph)
+
+
+SEEDS = {name: elstm_bytes(name) for name in ELSTM_SEEDS}
+SEEDS["text_classifier_int8"] = elstm_bytes("text_classifier", "int8")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_seeds_are_valid_models(seed):
+    assert read_and_run(SEEDS[seed], artifact.SUFFIX) == "ok"
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_elstm_bytes_are_refused_or_run(data):
+    original = SEEDS[data.draw(st.sampled_from(sorted(SEEDS)))]
+    event(read_and_run(data.draw(byte_mutations(original)), artifact.SUFFIX))
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_elstm_graphs_and_tensor_tables_are_refused_or_run(data):
+    original = SEEDS[data.draw(st.sampled_from(sorted(SEEDS)))]
+    event(read_and_run(data.draw(elstm_header_mutations(original)), artifact.SUFFIX))
+
+
+@FUZZ
+@given(st.binary(max_size=512), st.sampled_from([".elstm", ".keras", ".h5", ".onnx"]))
+def test_random_bytes_are_refused(data, suffix):
+    assert read_and_run(data, suffix) == "refused"
+
+
+SOURCE_FILES = {suffix: (MODELS / name).read_bytes() for suffix, name in
+                [(".keras", "lstm_stacked.keras"), (".h5", "k2_text_classifier.h5"),
+                 (".onnx", "onnx/lstm_bidir2_seq_script.onnx")]}
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_keras_h5_and_onnx_files_are_refused_or_run(data):
+    suffix = data.draw(st.sampled_from(sorted(SOURCE_FILES)))
+    event(f"{suffix}: {read_and_run(data.draw(byte_mutations(SOURCE_FILES[suffix])), suffix)}")
+
+
+def _never_returns(path):
+    while True:
+        pass
+
+
+def _dies(path):
+    os._exit(3)
+
+
+def _has_a_bug(path):
+    return {}["missing"]
+
+
+def test_a_reader_that_hangs_crashes_or_fails_is_contained(tmp_path):
+    """Keras/HDF5 files are read in a child process (importers/isolated.py): libhdf5 can loop forever
+    on a hostile file, which the fuzzer found."""
+    path = tmp_path / "m.h5"
+    path.write_bytes(b"x")
+    with pytest.raises(FormatError, match="did not finish in 1 s"):
+        run_isolated(_never_returns, path, seconds=1)
+    with pytest.raises(FormatError, match="crashed"):
+        run_isolated(_dies, path, seconds=30)
+    with pytest.raises(RuntimeError, match="KeyError: 'missing'"):
+        run_isolated(_has_a_bug, path, seconds=30)
+    with pytest.raises(UnsupportedError, match="Lambda"):
+        edgelstm.import_model(MODELS / "neg_lambda.keras")  # errors keep their class across the process
