@@ -96,3 +96,15 @@ def test_a_reader_that_hangs_crashes_or_fails_is_contained(tmp_path):
         run_isolated(_has_a_bug, path, seconds=30)
     with pytest.raises(UnsupportedError, match="Lambda"):
         edgelstm.import_model(MODELS / "neg_lambda.keras")  # errors keep their class across the process
+
+
+def test_an_onnx_node_without_outputs_is_refused(tmp_path):
+    """Found by tools/fuzz_atheris.py: it used to raise IndexError while naming the node."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Foo", ["x"], [])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    with pytest.raises(FormatError, match="no outputs"):
+        edgelstm.import_model(tmp_path / "m.onnx")

@@ -153,6 +153,8 @@ class _Converter:
         for node in self.graph.node:  # a corrupt file can hold bytes where names belong
             if not all(isinstance(v, str) for v in (node.op_type, node.domain, node.name, *node.input, *node.output)):
                 raise FormatError(f"{path}: a node's op type or names are not text (a corrupt file)")
+            if not node.output:
+                raise FormatError(f"{path}: node '{node.name}' ({node.op_type}) has no outputs (a corrupt file)")
         for tensor in self.graph.initializer:
             try:
                 self.values[tensor.name] = self.onnx.numpy_helper.to_array(tensor).copy()
