@@ -218,9 +218,11 @@ def inspect(model, as_json):
         return
     click.echo(f"{model}: {_human(info['file_bytes'])}, {info['params']:,} parameters "
                f"({_human(info['weight_bytes'])} of weights)")
-    plain = {k: v for k, v in graph.metadata.items() if k != "quantization"}
+    plain = {k: v for k, v in graph.metadata.items() if k not in ("quantization", "distillation")}
     if plain:
         click.echo("  " + ", ".join(f"{k}: {v}" for k, v in sorted(plain.items())))
+    if "distillation" in graph.metadata:
+        click.echo("  " + _distillation_text(graph.metadata["distillation"]))
     if "quantization" in graph.metadata:
         click.echo("  " + _quantization_text(graph.metadata["quantization"]))
     table = [("layer", "kind", "output shape", "params", "bytes", "dtypes")]
@@ -234,6 +236,20 @@ def inspect(model, as_json):
     if len(tensors) > 1:
         click.echo("")
         _echo_table(tensors, left=3)
+
+
+def _distillation_text(info: dict) -> str:
+    shape = (f"{info.get('layers')} x {'bidirectional ' if info.get('bidirectional') else ''}"
+             f"{str(info.get('cell')).upper()}({info.get('hidden')})")
+    text = f"distilled student: {shape}"
+    report = info.get("report")
+    if isinstance(report, dict):
+        figure = (f"picks the teacher's class on {100 * report['value']:.1f}%" if report.get("metric") == "agreement"
+                  else f"MSE against the teacher {report.get('value', float('nan')):.4g}")
+        text += (f"; best of {report.get('epochs')} epochs at {report.get('best_epoch')}; {figure} on "
+                 f"{report.get('validation_rows')} {'validation' if report.get('held_out', True) else 'training'} "
+                 f"sequences; teacher {report.get('teacher_params', 0):,} parameters")
+    return text
 
 
 def _quantization_text(info: dict) -> str:

@@ -156,6 +156,8 @@ def test_cli_distils_the_shipped_text_classifier(tmp_path):
     student = edgelstm.load(tmp_path / "s.elstm")
     assert student.predict(ids[:4]).shape == (4, 4)
     assert student.graph.metadata["distillation"]["report"]["metric"] == "agreement"
+    described = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.elstm")])
+    assert "distilled student: 1 x bidirectional LSTM(2)" in described.output and "picks the teacher's class" in described.output
 
 
 def test_bad_requests_are_clear_errors(tmp_path):
