@@ -19,6 +19,7 @@ from edgelstm import artifact
 from edgelstm.errors import EdgeLSTMError
 
 EXAMPLES = int(os.environ.get("EDGELSTM_FUZZ_EXAMPLES", "150"))
+os.environ.setdefault("EDGELSTM_READ_TIMEOUT", "10")  # a looping HDF5 read costs 10 s, not 60
 
 # JSON values that break assumptions: wrong types, huge, negative, empty, nested
 ODD_VALUES = st.one_of(

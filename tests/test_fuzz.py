@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings, strategies as
 
 import edgelstm
 from edgelstm import artifact
-from edgelstm.errors import FormatError, UnsupportedError
+from edgelstm.errors import FormatError, InputError, UnsupportedError
 from edgelstm.importers.isolated import run_isolated
 
 from .conftest import MODELS
@@ -90,10 +90,11 @@ def test_a_reader_that_hangs_crashes_or_fails_is_contained(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(FormatError, match="did not finish in 1 s"):
         run_isolated(_never_returns, path, seconds=1)
-    with pytest.raises(FormatError, match="crashed"):
+    with pytest.raises(FormatError, match="died on it \\(exit code 3\\)"):
         run_isolated(_dies, path, seconds=30)
-    with pytest.raises(RuntimeError, match="KeyError: 'missing'"):
+    with pytest.raises(RuntimeError, match="KeyError: 'missing'") as failure:
         run_isolated(_has_a_bug, path, seconds=30)
+    assert "\n" not in str(failure.value) and "Traceback" in failure.value.__notes__[0]
     with pytest.raises(UnsupportedError, match="Lambda"):
         edgelstm.import_model(MODELS / "neg_lambda.keras")  # errors keep their class across the process
 
@@ -108,3 +109,16 @@ def test_an_onnx_node_without_outputs_is_refused(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
     with pytest.raises(FormatError, match="no outputs"):
         edgelstm.import_model(tmp_path / "m.onnx")
+
+
+def _layer_count(path):
+    return len(edgelstm.import_model(path).layers)
+
+
+def test_pool_workers_read_keras_in_process_and_a_bad_timeout_is_named(monkeypatch):
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # daemon workers may not start children
+        assert pool.apply(_layer_count, (str(MODELS / "lstm_stacked.keras"),)) > 1
+    monkeypatch.setenv("EDGELSTM_READ_TIMEOUT", "5s")
+    with pytest.raises(InputError, match="EDGELSTM_READ_TIMEOUT='5s'"):
+        edgelstm.import_model(MODELS / "lstm_stacked.keras")

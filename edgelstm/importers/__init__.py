@@ -20,7 +20,7 @@ def raised_in(exc: BaseException, package: str) -> bool:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and f"{package}/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] == package
 
 
 def import_file(source: str | os.PathLike) -> Graph:
@@ -37,6 +37,7 @@ def import_file(source: str | os.PathLike) -> Graph:
         from . import keras
         from .isolated import run_isolated
 
+        keras._h5py()  # import it here, not in the forked child: another thread may hold its import lock
         return run_isolated(keras.import_keras, path)  # HDF5 can hang on a hostile file: see isolated.py
     if path.suffix == ".onnx":
         from . import onnx

@@ -20,49 +20,72 @@ from typing import Callable
 from .. import artifact, errors
 from ..ir import Graph
 
-# generous: a healthy 100 MB model reads in seconds; EDGELSTM_READ_TIMEOUT sets the base
-SECONDS_BASE, SECONDS_PER_MB = float(os.environ.get("EDGELSTM_READ_TIMEOUT", "60")), 2.0
+SECONDS_BASE, SECONDS_PER_MB = 60.0, 2.0  # generous: a healthy 100 MB model reads in seconds
+
+
+def time_limit(path: Path) -> float:
+    """Seconds a read of `path` may take: 60 (or EDGELSTM_READ_TIMEOUT) plus 2 per MB."""
+    text = os.environ.get("EDGELSTM_READ_TIMEOUT")
+    try:
+        base = SECONDS_BASE if text is None else float(text)
+    except ValueError:
+        raise errors.InputError(f"EDGELSTM_READ_TIMEOUT={text!r} is not a number of seconds") from None
+    return base + SECONDS_PER_MB * path.stat().st_size / 2**20
 
 
 def _child(importer: Callable[[Path], Graph], path: Path, conn) -> None:
     try:
         conn.send_bytes(b"G" + artifact.to_bytes(importer(path)))
     except BaseException as exc:  # noqa: BLE001  (everything goes back to the parent as text)
-        kind = type(exc).__name__ if isinstance(exc, errors.EdgeLSTMError) else "internal"
-        detail = str(exc) if kind != "internal" else "".join(traceback.format_exception(exc)).strip()
-        conn.send_bytes(b"E" + json.dumps({"kind": kind, "message": detail}).encode())
+        if isinstance(exc, errors.EdgeLSTMError):
+            kind = next(c.__name__ for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c)
+        else:
+            kind = "MemoryError" if isinstance(exc, MemoryError) else "internal"
+        conn.send_bytes(b"E" + json.dumps({"kind": kind, "message": str(exc), "type": type(exc).__name__,
+                                           "traceback": "".join(traceback.format_exception(exc))}).encode())
     finally:
         conn.close()
 
 
 def run_isolated(importer: Callable[[Path], Graph], path: Path, seconds: float | None = None) -> Graph:
-    """`importer(path)` in a child process; its EdgeLSTMError is raised here, a hang is refused."""
-    limit = seconds if seconds is not None else SECONDS_BASE + SECONDS_PER_MB * path.stat().st_size / 2**20
+    """`importer(path)` in a child process; its EdgeLSTMError is raised here, a hang is refused.
+    Inside a daemon process (a multiprocessing.Pool worker), which may not start children, the
+    importer runs in-process."""
+    if multiprocessing.current_process().daemon:
+        return importer(path)
+    limit = seconds if seconds is not None else time_limit(path)
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     context = multiprocessing.get_context(method)
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(importer, path, send), daemon=True)
     child.start()
     send.close()
+    message = None
     try:
-        if not receive.poll(limit):
-            raise errors.FormatError(f"{path}: reading it did not finish in {limit:.0f} s (HDF5 looping on a corrupt "
-                                     "or hostile file); refused")
-        try:
-            message = receive.recv_bytes()
-        except EOFError:
-            raise errors.FormatError(f"{path}: the reader crashed on it (exit code {child.exitcode}); a corrupt or "
-                                     "hostile file") from None
+        if receive.poll(limit):
+            try:
+                message = receive.recv_bytes()
+            except EOFError:
+                message = b""
     finally:
         if child.is_alive():
             child.kill()
         child.join()
         receive.close()
+    if message is None:
+        raise errors.FormatError(f"{path}: reading it did not finish in {limit:.0f} s, so it was stopped (HDF5 can "
+                                 "loop on a corrupt file); a larger EDGELSTM_READ_TIMEOUT allows more")
+    if not message:
+        raise errors.FormatError(f"{path}: the reader process died on it (exit code {child.exitcode}); the file is "
+                                 "probably corrupt")
     if message[:1] == b"G":
         return artifact.read(message[1:])
     report = json.loads(message[1:])
+    if report["kind"] == "MemoryError":
+        raise MemoryError(report["message"])
     error = getattr(errors, report["kind"], None)
     if error is None:
-        raise RuntimeError(f"reading {path} failed in the reader process:\n{report['message']}")
+        failure = RuntimeError(f"reading {path} failed in the reader process: {report['type']}: {report['message']}")
+        failure.add_note(report["traceback"])
+        raise failure
     raise error(report["message"])
-

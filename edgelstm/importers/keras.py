@@ -593,7 +593,7 @@ def import_keras(path: str | Path) -> Graph:
     except EdgeLSTMError:
         raise
     except Exception as exc:  # noqa: BLE001  (HDF5 raises OSError, RuntimeError, KeyError... on a corrupt file)
-        if not (isinstance(exc, (OSError, RuntimeError)) or raised_in(exc, "h5py")):
+        if not raised_in(exc, "h5py"):
             raise
         raise FormatError(f"{path} is corrupt: HDF5 could not read it ({type(exc).__name__}: {exc})") from None
 
