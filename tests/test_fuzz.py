@@ -122,3 +122,20 @@ def test_pool_workers_read_keras_in_process_and_a_bad_timeout_is_named(monkeypat
     monkeypatch.setenv("EDGELSTM_READ_TIMEOUT", "5s")
     with pytest.raises(InputError, match="EDGELSTM_READ_TIMEOUT='5s'"):
         edgelstm.import_model(MODELS / "lstm_stacked.keras")
+
+
+def test_an_hdf5_weight_that_would_inflate_past_the_file_is_refused_before_allocation(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "bomb.h5"
+    path.write_bytes((MODELS / "k2_lstm_basic.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        layer = f["model_weights"]
+        group_name = next(k for k in layer if len(layer[k].attrs.get("weight_names", [])))
+        group = layer[group_name]
+        name = group.attrs["weight_names"][0]
+        name = name.decode() if isinstance(name, bytes) else name
+        del group[name]
+        group.create_dataset(name, shape=(2**28,), dtype="float32", fillvalue=1.0)  # 1 GiB, never written
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(FormatError, match="would inflate to 1073741824 bytes"):
+        edgelstm.import_model(path)

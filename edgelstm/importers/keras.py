@@ -38,18 +38,32 @@ def _h5py():
 # ---------------------------------------------------------------------------------------------
 # Reading the files: a config dict and, per top-level layer, its weights in Keras's order
 
+def _array(dataset, stored_bytes: int) -> np.ndarray:
+    """A dataset's values, refused before allocation when it would inflate far past the bytes the
+    HDF5 file holds (a fill-value or compression bomb)."""
+    size = getattr(dataset, "size", None)
+    dtype = getattr(dataset, "dtype", None)
+    if size is None or dtype is None:
+        raise FormatError(f"weight '{getattr(dataset, 'name', dataset)}' is not an array")
+    wanted = int(size) * dtype.itemsize
+    if wanted > BOMB_CHECK_BYTES and wanted > MAX_COMPRESSION_RATIO * stored_bytes:
+        raise FormatError(f"weight '{dataset.name}' would inflate to {wanted} bytes from a {stored_bytes}-byte "
+                          "file (a fill-value or compression bomb); refused")
+    return np.asarray(dataset)
+
+
 class _Keras3Weights:
     """Weights of a Keras 3 ``model.weights.h5``: ``layers/<name>/.../vars/<i>``."""
 
     _CHILD_ORDER = ("cell", "forward_layer", "backward_layer", "layer")
 
-    def __init__(self, h5):
-        self.h5 = h5
+    def __init__(self, h5, stored_bytes: int):
+        self.h5, self.stored_bytes = h5, stored_bytes
 
     def _collect(self, group) -> list[np.ndarray]:
         arrays = []
         if "vars" in group:
-            arrays += [np.asarray(group["vars"][k]) for k in sorted(group["vars"], key=int)]
+            arrays += [_array(group["vars"][k], self.stored_bytes) for k in sorted(group["vars"], key=int)]
         children = [k for k in self._CHILD_ORDER if k in group] + sorted(
             k for k in group if k not in self._CHILD_ORDER and k != "vars")
         for child in children:
@@ -64,15 +78,15 @@ class _Keras3Weights:
 class _LegacyWeights:
     """Weights of a legacy HDF5 file: group per layer, ordered by its ``weight_names`` attribute."""
 
-    def __init__(self, root):
-        self.root = root
+    def __init__(self, root, stored_bytes: int):
+        self.root, self.stored_bytes = root, stored_bytes
 
     def __call__(self, layer: "_KerasLayer") -> list[np.ndarray]:
         if layer.name not in self.root:
             return []
         group = self.root[layer.name]
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
-        return [np.asarray(group[n]) for n in names]
+        return [_array(group[n], self.stored_bytes) for n in names]
 
 
 def _read_keras_archive(path: Path):
@@ -102,7 +116,7 @@ def _read_keras_archive(path: Path):
     except OSError as exc:
         raise FormatError(f"{path}: its model.weights.h5 is not readable HDF5 ({exc})") from None
     version = str(metadata.get("keras_version", "3")) if isinstance(metadata, dict) else "3"
-    return config, _Keras3Weights(h5), _dialect(version), h5
+    return config, _Keras3Weights(h5, len(weights)), _dialect(version), h5
 
 
 def _read_legacy_h5(path: Path):
@@ -120,7 +134,7 @@ def _read_legacy_h5(path: Path):
     version = h5.attrs.get("keras_version", b"2")
     version = version.decode() if isinstance(version, bytes) else str(version)
     root = h5["model_weights"] if "model_weights" in h5 else h5
-    return config, _LegacyWeights(root), _dialect(version), h5
+    return config, _LegacyWeights(root, path.stat().st_size), _dialect(version), h5
 
 
 def _dialect(keras_version: str) -> str:
