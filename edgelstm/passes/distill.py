@@ -22,6 +22,8 @@ import numpy as np
 from ..errors import InputError, UnsupportedError
 from ..ir import Graph, Layer, validate
 from ..kernels import train as K
+from ..kernels.activations import CODES
+from ..kernels.reference import ACTIVATION_FUNCTIONS
 from ..runtime import kernel_weights
 from .quantize import quantize, quantize_weight
 
@@ -253,17 +255,12 @@ def backward(d_z, params, interface: _Interface, options: Options, tape) -> dict
 
 # --- losses -----------------------------------------------------------------------------------
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+_softmax = ACTIVATION_FUNCTIONS[CODES["softmax"]]
+_sigmoid = ACTIVATION_FUNCTIONS[CODES["sigmoid"]]
 
 
 def _apply_head(z, head):
-    return {"linear": lambda v: v, "tanh": np.tanh, "softmax": _softmax, "sigmoid": _sigmoid}[head](z)
+    return ACTIVATION_FUNCTIONS[CODES[head]](z)
 
 
 def soft_targets(teacher_out: np.ndarray, head: str, temperature: float) -> np.ndarray:
