@@ -3,12 +3,15 @@
 The runtime turns each IR layer into an `_Op`: a closure over the layer's weights that calls one
 kernel of the chosen backend, writing into a buffer of a `_Workspace`. It does no maths itself.
 Masks (boolean [batch, time]) travel beside the values by `ir.mask_rule`; recurrent layers and
-the average global pooling consume them.
+the average global pooling consume them. With the CUDA backend every buffer, mask and state is a
+device array: the input is copied in once per call and the output copied out once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
 import threading
 from typing import Callable
 
@@ -20,7 +23,7 @@ from .ir import RECURRENT_KINDS, SCALE_SUFFIX, Graph, Layer, conv_padding, mask_
 from .kernels import activations, cpu, reference
 from .kernels.quantized import MAX_INPUT_ROWS, QuantizedMatrix
 
-BACKENDS = {"cpu": cpu, "reference": reference}
+BACKENDS = {"cpu": cpu, "reference": reference, "cuda": None}  # cuda: imported when asked for
 BACKEND_CHOICES = ("auto", *BACKENDS)
 
 # Layers that keep the time axis step for step: they can run one step at a time.
@@ -45,20 +48,48 @@ def _parallel_guard():
     return _guard
 
 
+def _gpu_present() -> bool:
+    """Cheap signs of a usable NVIDIA GPU, checked before paying for importing numba's CUDA target:
+    numba-cuda installed, not the simulator, and the driver library loadable."""
+    if numba.config.ENABLE_CUDASIM or importlib.util.find_spec("numba_cuda") is None:
+        return False
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    from .kernels import cuda as cuda_kernels
+
+    return cuda_kernels.unusable() is None
+
+
+def resolve_backend(name: str) -> str:
+    """The backend `name` stands for: ``auto`` is ``cuda`` when a GPU is usable, else ``cpu``."""
+    if name not in BACKENDS and name != "auto":
+        raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKEND_CHOICES)}")
+    if name == "auto":
+        return "cuda" if _gpu_present() else "cpu"
+    return name
+
+
 def select_backend(name: str):
     """The kernel module for a backend name (``auto`` picks the fastest one available)."""
-    if name == "auto":
-        name = "cpu"
-    if name not in BACKENDS:
-        raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKEND_CHOICES)}")
+    name = resolve_backend(name)
+    if name == "cuda":
+        from .kernels import cuda as cuda_kernels
+
+        why = cuda_kernels.unusable()
+        if why:
+            raise BackendError(f"the cuda backend cannot run here: {why}; use backend 'cpu' (--backend cpu)")
+        return cuda_kernels
     return BACKENDS[name]
 
 
 class _Workspace:
     """Output buffers and recurrent states, reused from call to call while shapes stay the same."""
 
-    def __init__(self, streaming: bool = False):
-        self.streaming = streaming  # ops get one time step per call and keep what they need as state
+    def __init__(self, kernels, streaming: bool = False):
+        self.k = kernels  # the backend: its `empty` and `assign` make and fill the arrays
+        self.streaming = streaming  # ops get a few time steps per call and keep what they need as state
         self.buffers: dict[str, np.ndarray] = {}
         self.states: dict[str, tuple[np.ndarray, ...]] = {}
         self.initial: dict[str, list] = {}  # per layer: the arrays its states restart from (None: zeros)
@@ -66,13 +97,22 @@ class _Workspace:
     def buffer(self, key: str, shape: tuple, dtype=np.float32) -> np.ndarray:
         buf = self.buffers.get(key)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self.buffers[key] = np.empty(shape, dtype)
+            buf = self.buffers[key] = self.k.empty(shape, dtype)
         return buf
 
-    def all_true(self, batch: int, steps: int) -> np.ndarray:
+    def from_host(self, key: str, array: np.ndarray):
+        """A numpy array as the backend takes it (copied into a buffer when the backend is a device)."""
+        if not self.k.ON_DEVICE:
+            return array
+        buf = self.buffer(key, array.shape, array.dtype)
+        self.k.assign(buf, array)
+        return buf
+
+    def all_true(self, batch: int, steps: int):
         mask = self.buffers.get("<all-true>")
         if mask is None or mask.shape != (batch, steps):  # made once per shape: kernels only read it
-            mask = self.buffers["<all-true>"] = np.ones((batch, steps), np.bool_)
+            mask = self.buffer("<all-true>", (batch, steps), np.bool_)
+            self.k.assign(mask, True)
         return mask
 
     def state(self, layer: Layer, batch: int, count: int, shape: tuple = ()) -> tuple[np.ndarray, ...]:
@@ -87,13 +127,13 @@ class _Workspace:
                     raise ShapeError(f"layer '{layer.name}' has initial states for a batch of {start.shape[0]}; "
                                      f"the input has a batch of {batch}")
             self.initial[layer.name] = initial
-            state = self.states[layer.name] = tuple(np.zeros(shape, np.float32) for _ in range(count))
+            state = self.states[layer.name] = tuple(self.k.empty(shape, np.float32) for _ in range(count))
             self._restart(layer.name)
         return state
 
     def _restart(self, name: str) -> None:
         for array, start in zip(self.states[name], self.initial[name]):
-            array[...] = 0.0 if start is None else start
+            self.k.assign(array, 0.0 if start is None else start)
 
     def reset_states(self) -> None:
         for name in self.states:
@@ -104,11 +144,16 @@ class _Workspace:
 _Op = Callable[[list, list, _Workspace], tuple]
 
 
+def _width(x) -> int:
+    """The last dimension (shape[-1], which the CUDA simulator's device arrays do not allow)."""
+    return x.shape[len(x.shape) - 1]
+
+
 def _rows(x: np.ndarray) -> np.ndarray:
-    return x.reshape(-1, x.shape[-1])
+    return x.reshape(-1, _width(x))
 
 
-def _output_mask(layer: Layer, rule: str, produced, masks: list):
+def _output_mask(layer: Layer, rule: str, produced, masks: list, ws: _Workspace):
     """The mask `layer` hands on, by its `mask_rule`."""
     if rule == "produce":
         return produced
@@ -117,9 +162,14 @@ def _output_mask(layer: Layer, rule: str, produced, masks: list):
     if rule == "drop":
         return None
     present = [m for m in masks if m is not None]
-    if layer.attrs["mask_combine"] == "all":
-        return np.logical_and.reduce(present) if present else None
-    return np.logical_or.reduce(present) if len(present) == len(masks) else None
+    all_of = layer.attrs["mask_combine"] == "all"
+    if not present or (not all_of and len(present) < len(masks)):
+        return None
+    if len(present) == 1:
+        return present[0]
+    out = ws.buffer(layer.name + "<mask>", present[0].shape, np.bool_)
+    ws.k.combine_masks(present, all_of, out)
+    return out
 
 
 def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool = False) -> tuple[int, int]:
@@ -163,6 +213,10 @@ def _build_op(layer: Layer, k) -> _Op:
     """The closure that runs `layer` with the kernel module `k`."""
     a, w, name = layer.attrs, kernel_weights(layer), layer.name
     act = activations.CODES.get(a.get("activation", "linear"))
+    if layer.kind == "lstm":
+        w.setdefault("peephole", np.zeros(0, np.float32))
+    if k.ON_DEVICE:
+        w = k.upload(w)
 
     if layer.kind in RECURRENT_KINDS:
         rec_act = activations.CODES.get(a.get("recurrent_activation", "sigmoid"))
@@ -171,25 +225,28 @@ def _build_op(layer: Layer, k) -> _Op:
         if layer.kind == "lstm":
             out_act = activations.CODES[a["output_activation"]]
             clip, input_forget = float(a["clip"]), bool(a["input_forget"])
-            peephole = w.get("peephole", np.zeros(0, np.float32))
 
         def recurrent(xs, masks, ws):
             x = xs[0]
             batch, steps = x.shape[:2]
             mask = masks[0] if masks[0] is not None else ws.all_true(batch, steps)
-            out = ws.buffer(name, (batch, steps if rs else 1, units))
+            # a stream wants every step's output; a layer that returns only its last state then emits
+            # its (carried) state at each step, which is what it would return if the sequence ended there
+            every = rs or ws.streaming
+            zero_masked = zero and rs
+            out = ws.buffer(name, (batch, steps if every else 1, units))
             if layer.kind == "lstm":
                 h, c = ws.state(layer, batch, 2)
-                k.lstm(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], peephole, act, rec_act, out_act,
-                       clip, input_forget, back, rs, zero, h, c, out)
+                k.lstm(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], w["peephole"], act, rec_act,
+                       out_act, clip, input_forget, back, every, zero_masked, h, c, out)
             elif layer.kind == "gru":
                 (h,) = ws.state(layer, batch, 1)
                 k.gru(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], w["recurrent_bias"], act, rec_act,
-                      bool(a["reset_after"]), back, rs, zero, h, out)
+                      bool(a["reset_after"]), back, every, zero_masked, h, out)
             else:
                 (h,) = ws.state(layer, batch, 1)
-                k.rnn(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], act, back, rs, zero, h, out)
-            return (out if rs else out[:, 0]), None
+                k.rnn(x, mask, w["kernel"], w["recurrent_kernel"], w["bias"], act, back, every, zero_masked, h, out)
+            return (out if every else out[:, 0]), None
         return recurrent
 
     if layer.kind in ("dense", "activation", "batch_norm", "layer_norm"):
@@ -213,15 +270,15 @@ def _build_op(layer: Layer, k) -> _Op:
     if layer.kind == "embedding":
         table = w["embeddings"]
 
-        def embed(xs, masks, ws):
+        def embed(xs, masks, ws):  # ids were checked against the table by `Model._run`
             ids = xs[0]
-            if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
-                bad = ids[(ids < 0) | (ids >= table.shape[0])][0]
-                raise InputError(f"token id {bad} is outside the range of embedding '{name}' "
-                                 f"[0, {table.shape[0]})")
             out = ws.buffer(name, ids.shape + (table.shape[1],))
             k.embedding(ids, table, out)
-            return out, (ids != 0) if a["mask_zero"] else None
+            if not a["mask_zero"]:
+                return out, None
+            mask = ws.buffer(name + "<mask>", ids.shape, np.bool_)
+            k.nonzero(ids, mask)
+            return out, mask
         return embed
 
     if layer.kind == "masking":
@@ -239,11 +296,11 @@ def _build_op(layer: Layer, k) -> _Op:
 
         def conv(xs, masks, ws):
             x = xs[0]
-            if ws.streaming:  # causal, stride 1: convolve the last `span` inputs, kept as state
-                (window,) = ws.state(layer, x.shape[0], 1, (span, x.shape[2]))
-                window[:, :-1] = window[:, 1:].copy()
-                window[:, -1] = x[:, 0]
-                x = window
+            if ws.streaming and span > 1:  # causal, stride 1: the inputs before these steps are kept as state
+                (window,) = ws.state(layer, x.shape[0], 1, (span - 1, x.shape[2]))
+                full = ws.buffer(name + "<window>", (x.shape[0], span - 1 + x.shape[1], x.shape[2]))
+                k.shift_in(window, x, full)
+                x = full
             pad, steps = _window(layer, x.shape[1], w["kernel"].shape[0], a["dilation"], ws.streaming)
             out = ws.buffer(name, (x.shape[0], steps, w["kernel"].shape[2]))
             k.conv1d(x, w["kernel"], w["bias"], a["strides"], a["dilation"], pad, act, out)
@@ -271,14 +328,14 @@ def _build_op(layer: Layer, k) -> _Op:
     if layer.kind == "reverse":
         def reverse(xs, masks, ws):
             out = ws.buffer(name, xs[0].shape)
-            np.copyto(out, xs[0][:, ::-1])
+            k.reverse(xs[0], out)
             return out, None
         return reverse
 
     if layer.kind == "repeat":
         def repeat(xs, masks, ws):
             out = ws.buffer(name, (xs[0].shape[0], a["n"], xs[0].shape[1]))
-            np.copyto(out, xs[0][:, None, :])
+            k.repeat(xs[0], out)
             return out, None
         return repeat
 
@@ -289,16 +346,18 @@ def _build_op(layer: Layer, k) -> _Op:
             if xs[0].shape[0] != len(lengths):
                 raise ShapeError(f"layer '{name}' has sequence lengths for a batch of {len(lengths)}; "
                                  f"the input has a batch of {xs[0].shape[0]}")
-            return xs[0], np.arange(xs[0].shape[1])[None, :] < lengths[:, None]
+            return xs[0], ws.from_host(name + "<mask>", np.arange(xs[0].shape[1])[None, :] < lengths[:, None])
         return length_mask
 
     if layer.kind == "take_step":
         def take_step(xs, masks, ws):
             x = xs[0]
+            if ws.streaming:  # only the newest step streams: each step fed is the newest when it is fed
+                return x, None
             if not -x.shape[1] <= a["index"] < x.shape[1]:
                 raise ShapeError(f"layer '{name}' takes step {a['index']} of a {x.shape[1]}-step sequence")
             out = ws.buffer(name, (x.shape[0], x.shape[2]))
-            np.copyto(out, x[:, a["index"]])
+            k.take_step(x, a["index"] % x.shape[1], out)
             return out, None
         return take_step
 
@@ -314,8 +373,8 @@ def _build_op(layer: Layer, k) -> _Op:
                 raise ShapeError(f"layer '{name}' ({op}) gets inputs of shapes {[x.shape for x in xs]}; "
                                  "they must match")
             if op == "concatenate":
-                out = ws.buffer(name, xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),))
-                np.concatenate(xs, axis=-1, out=out)
+                out = ws.buffer(name, xs[0].shape[:-1] + (sum(_width(x) for x in xs),))
+                k.concatenate(xs, out)
             else:
                 out = ws.buffer(name, xs[0].shape)
                 k.merge(tuple(x.reshape(-1) for x in xs), _MERGE_CODES[op], out.reshape(-1))
@@ -329,15 +388,19 @@ class Model:
     """A loaded model, ready to run. Build one with `edgelstm.load`."""
 
     def __init__(self, graph: Graph, backend: str = "auto"):
-        kernels = select_backend(backend)
+        self.backend = resolve_backend(backend)
+        self._kernels = kernels = select_backend(self.backend)
         validate(graph)
         self.graph = graph
-        self.backend = "cpu" if backend == "auto" else backend
         # values and masks travel in lists by layer position: no name lookups on the per-step path
         position = {layer.name: i for i, layer in enumerate(graph.layers)}
         self._ops = [(layer, mask_rule(layer), _build_op(layer, kernels), [position[s] for s in layer.inputs])
                      for layer in graph.layers[1:]]
         self._output = position[graph.output]
+        # token ids can only come from the input: checked there, on the host, against the smallest table
+        tables = [(layer.weights["embeddings"].shape[0], layer.name) for layer in graph.layers
+                  if layer.kind == "embedding"]
+        self._id_limit = min(tables) if tables else None
         self._local = threading.local()
 
     @property
@@ -353,9 +416,13 @@ class Model:
     def output_shape(self) -> tuple:
         return self.graph.layer(self.graph.output).shape
 
-    def prepare_input(self, x, sequence: bool = True) -> np.ndarray:
-        """The input as a contiguous array of the model's dtype, or a clear error."""
-        expected = self.input_shape if sequence else self.input_shape[1:]
+    def prepare_input(self, x, sequence: bool = True, any_length: bool = False) -> np.ndarray:
+        """The input as a contiguous array of the model's dtype, or a clear error. `sequence`:
+        x has a time axis (of the model's length, or of any with `any_length`)."""
+        if any_length:
+            expected = (None,) + tuple(self.input_shape[1:])
+        else:
+            expected = self.input_shape if sequence else self.input_shape[1:]
         try:
             arr = np.asarray(x)
         except ValueError as exc:  # ragged nested lists
@@ -374,30 +441,39 @@ class Model:
             raise ShapeError(f"input has dtype {arr.dtype}, expected float32")
         return np.ascontiguousarray(arr, np.float32)
 
+    def _check_ids(self, ids: np.ndarray) -> None:
+        rows, name = self._id_limit
+        if ids.size and (ids.min() < 0 or ids.max() >= rows):
+            bad = ids[(ids < 0) | (ids >= rows)][0]
+            raise InputError(f"token id {bad} is outside the range of embedding '{name}' [0, {rows})")
+
     def _values(self, x: np.ndarray, ws: _Workspace) -> list:
         """Every layer's output, by position (in the workspace's buffers: valid until its next use)."""
-        values, masks = [x] + [None] * len(self._ops), [None] * (len(self._ops) + 1)
+        if self._id_limit is not None:
+            self._check_ids(x)
+        values, masks = [ws.from_host("<input>", x)] + [None] * len(self._ops), [None] * (len(self._ops) + 1)
         with _parallel_guard():
             for position, (layer, rule, op, sources) in enumerate(self._ops, 1):
                 in_masks = [masks[i] for i in sources]
                 values[position], produced = op([values[i] for i in sources], in_masks, ws)
-                masks[position] = _output_mask(layer, rule, produced, in_masks)
+                masks[position] = _output_mask(layer, rule, produced, in_masks, ws)
         return values
 
     def _run(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
-        return self._values(x, ws)[self._output]
+        """The output for x as a new numpy array."""
+        return self._kernels.to_host(self._values(x, ws)[self._output])
 
     def layer_outputs(self, x) -> dict[str, np.ndarray]:
         """Every layer's output for the whole sequences x, by layer name (for calibration and debugging)."""
         ws = self._workspace()
         ws.reset_states()
         values = self._values(self.prepare_input(x), ws)
-        return {layer.name: np.array(value) for layer, value in zip(self.graph.layers, values)}
+        return {layer.name: self._kernels.to_host(value) for layer, value in zip(self.graph.layers, values)}
 
     def _workspace(self) -> _Workspace:
         ws = getattr(self._local, "workspace", None)
         if ws is None:
-            ws = self._local.workspace = _Workspace()
+            ws = self._local.workspace = _Workspace(self._kernels)
         return ws
 
     def predict(self, x, batch_size: int | None = None, check_finite: bool = False) -> np.ndarray:
@@ -417,7 +493,7 @@ class Model:
         parts = []
         for start in range(0, x.shape[0], chunk):
             ws.reset_states()
-            parts.append(self._run(x[start:start + chunk], ws).copy())
+            parts.append(self._run(x[start:start + chunk], ws))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def stream(self, batch: int = 1) -> "Stream":
@@ -459,23 +535,10 @@ class Stream:
             raise ShapeError(f"a stream needs a batch of at least 1, got {batch}")
         self.model = model
         self.batch = batch
-        self._ws = _Workspace(streaming=True)
-        self._time_axis = self._output_has_time_axis()
+        # in a stream every layer keeps the time axis: one output per step fed
+        self._ws = _Workspace(model._kernels, streaming=True)
         self._step_shape = (batch,) + tuple(model.input_shape[1:])
         self._step_dtype = np.int64 if model.input_dtype.kind == "i" else np.float32
-
-    def _output_has_time_axis(self) -> bool:
-        has_time = {}
-        for layer in self.model.graph.layers:
-            if layer.kind == "input":
-                has_time[layer.name] = True
-            elif layer.kind in RECURRENT_KINDS:
-                has_time[layer.name] = bool(layer.attrs["return_sequences"])
-            elif layer.kind == "take_step":
-                has_time[layer.name] = False
-            else:
-                has_time[layer.name] = has_time[layer.inputs[0]]
-        return has_time[self.model.graph.output]
 
     def step(self, x_t, check_finite: bool = False) -> np.ndarray:
         """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids).
@@ -489,8 +552,18 @@ class Stream:
             raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
         if check_finite:
             refuse_non_finite(x)
-        y = self.model._run(x[:, None], self._ws)
-        return (y[:, 0] if self._time_axis else y).copy()
+        return self.model._run(x[:, None], self._ws)[:, 0]
+
+    def step_many(self, x_chunk, check_finite: bool = False) -> np.ndarray:
+        """Advance every sequence by several steps at once: x_chunk [batch, steps, features] (or
+        [batch, steps] ids) gives each step's output [batch, steps, ...], the same as that many
+        `step` calls for one call's cost (on a GPU, one launch per layer instead of one per step)."""
+        x = self.model.prepare_input(x_chunk, any_length=True)
+        if x.shape[0] != self.batch:
+            raise ShapeError(f"stream chunk has batch {x.shape[0]}, the stream was opened for {self.batch}")
+        if check_finite:
+            refuse_non_finite(x)
+        return self.model._run(x, self._ws)
 
     def reset(self) -> None:
         """Forget the recurrent state: the next step starts a new sequence."""

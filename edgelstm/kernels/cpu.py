@@ -17,10 +17,14 @@ from . import activations as A
 from . import blas
 from .int8 import panel_product
 from .quantized import PANEL, ROW_QMAX
-from .reference import MERGE_AVERAGE, MERGE_MULTIPLY
+from .reference import (MERGE_AVERAGE, MERGE_MULTIPLY, ON_DEVICE, assign, combine_masks, concatenate, empty,
+                        nonzero, repeat, reverse, shift_in, take_step, to_host)
 
 __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", "merge", "conv1d", "pool1d",
-           "global_pool1d", "batch_norm", "layer_norm"]
+           "global_pool1d", "batch_norm", "layer_norm",
+           # data movement and masks, shared with the reference backend:
+           "ON_DEVICE", "empty", "to_host", "assign", "reverse", "repeat", "take_step", "concatenate", "shift_in", "nonzero",
+           "combine_masks"]
 
 _jit = dict(cache=True, error_model="numpy", fastmath={"contract"})
 

@@ -5,6 +5,9 @@ They are the oracle the fast kernels are tested against, and a backend of their 
 same signature as its numba twin in `cpu.py`. Activations come as the integer codes of
 `activations.CODES`; masks are boolean [batch, time] arrays (all true when there is no mask).
 Weight matrices are float32 arrays or `QuantizedMatrix` (int8), which ``a @ w`` handles alike.
+
+The data-movement and mask functions at the end are what the runtime needs beside the maths; the
+CPU backend uses them as they are, the CUDA backend has device twins.
 """
 
 import math
@@ -185,3 +188,57 @@ def layer_norm(x, gamma, beta, epsilon, out):
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     out[...] = (x - mean) / np.sqrt(var + epsilon) * gamma + beta
+
+
+# Data movement and masks. A backend whose arrays live in host memory (ON_DEVICE False) takes numpy
+# arrays as they come; `cuda.py` has the same functions for device arrays.
+ON_DEVICE = False
+empty = np.empty
+
+
+def to_host(value):
+    """A value as a new numpy array."""
+    return np.array(value)
+
+
+def assign(array, value):
+    """array[...] = value (a scalar, or a host array that broadcasts to its shape)."""
+    array[...] = value
+
+
+def reverse(x, out):
+    """out = x with the time axis reversed."""
+    np.copyto(out, x[:, ::-1])
+
+
+def repeat(x, out):
+    """out [B, n, F] = n copies of x [B, F]."""
+    np.copyto(out, x[:, None, :])
+
+
+def take_step(x, index, out):
+    """out [B, F] = x[:, index] (index may count from the end)."""
+    np.copyto(out, x[:, index])
+
+
+def concatenate(xs, out):
+    """out = the arrays of `xs` side by side on the last axis."""
+    np.concatenate(xs, axis=-1, out=out)
+
+
+def shift_in(window, x, full):
+    """full = window then x on the time axis; window keeps the newest window.shape[1] steps of full."""
+    kept = window.shape[1]
+    full[:, :kept] = window
+    full[:, kept:] = x
+    window[...] = full[:, full.shape[1] - kept:]
+
+
+def nonzero(ids, out):
+    """out = ids != 0 (the mask of an embedding with mask_zero)."""
+    np.not_equal(ids, 0, out=out)
+
+
+def combine_masks(masks, all_of, out):
+    """out = the AND (`all_of`) or the OR of the boolean arrays in `masks`."""
+    (np.logical_and if all_of else np.logical_or).reduce(masks, out=out)
