@@ -89,7 +89,8 @@ def load(source: str | os.PathLike | bytes, backend: str = "auto") -> Model:
     """Load a model for inference: an ``.elstm`` file (a path or the file's bytes), or any file
     `import_model` reads.
 
-    `backend` is ``auto`` (the fastest available), ``cpu`` (numba) or ``reference`` (plain numpy).
+    `backend` is ``cpu`` (numba), ``cuda`` (an NVIDIA GPU, with the ``cuda`` extra), ``reference``
+    (plain numpy) or ``auto``: ``cuda`` when a GPU is usable, else ``cpu``.
     """
     graph = artifact.read(source) if isinstance(source, (bytes, bytearray, memoryview)) else import_model(source)
     return Model(graph, backend=backend)

@@ -71,6 +71,7 @@ class Report:
     stream_step: Latency | None = None
     cold_start: float | None = None  # seconds from a new process to its first result (cache warm)
     first_compile: float | None = None  # the same with an empty numba cache
+    backend: str = "cpu"  # the backend ours ran on, with the GPU's name for cuda
 
     def ratios(self) -> dict[str, float]:
         """Our p50 latency over each peer's."""
@@ -147,7 +148,7 @@ _PROBES = {
 from edgelstm import load
 from edgelstm.benchmark import set_threads
 set_threads(THREADS)
-load(PATH).predict(x)
+load(PATH, backend=BACKEND).predict(x)
 """,
     "onnx": """
 import onnxruntime
@@ -180,15 +181,16 @@ print(peak)
 """
 
 
-def peak_memory(kind: str, path: str, input_path: str, threads: int) -> int | None:
+def peak_memory(kind: str, path: str, input_path: str, threads: int, backend: str = "auto") -> int | None:
     """Peak resident bytes of a fresh process that runs one engine once (None where that fails)."""
-    code = (f"import numpy as np\nx = np.load({input_path!r})\nPATH, THREADS = {str(path)!r}, {threads}\n"
+    code = (f"import numpy as np\nx = np.load({input_path!r})\n"
+            f"PATH, THREADS, BACKEND = {str(path)!r}, {threads}, {backend!r}\n"
             + _PROBES[kind] + _PEAK)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     return int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.strip() else None
 
 
-def cold_start(model_path: str, input_path: str, cache_dir: str | None = None) -> float:
+def cold_start(model_path: str, input_path: str, cache_dir: str | None = None, backend: str = "auto") -> float:
     """Seconds for ``edgelstm run`` in a new process, from its start to its result on disk.
 
     `cache_dir` sets ``NUMBA_CACHE_DIR`` (an empty one measures the first-ever compile).
@@ -198,7 +200,7 @@ def cold_start(model_path: str, input_path: str, cache_dir: str | None = None) -
         env["NUMBA_CACHE_DIR"] = cache_dir
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "edgelstm", "run", model_path, "-i", input_path,
-                   "-o", os.path.join(tmp, "y.npy")]
+                   "-o", os.path.join(tmp, "y.npy"), "--backend", backend]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
         elapsed = time.perf_counter() - start
@@ -259,7 +261,11 @@ def _run(model_path, batch, seq_len, threads, backend, compare, min_time, memory
                                     diffs[0] if diffs else None))
     for engine in engines:
         engine.throughput = batch / engine.latency.p50
-    report = Report(cpu_name(), threads, batch, x.shape[1], engines)
+    report = Report(cpu_name(), threads, batch, x.shape[1], engines, backend=model.backend)
+    if model.backend == "cuda":
+        from .kernels import cuda
+
+        report.backend = f"cuda ({cuda.device_name()})"
     with tempfile.TemporaryDirectory() as tmp:
         input_path, source_path = os.path.join(tmp, "x.npy"), os.path.join(tmp, "source_x.npy")
         np.save(input_path, x)
@@ -268,18 +274,18 @@ def _run(model_path, batch, seq_len, threads, backend, compare, min_time, memory
             for engine, kind in zip(engines, ["elstm", *(kind for kind, _ in compare)]):
                 say(f"peak memory of {engine.engine}")
                 engine.peak_memory = peak_memory(kind, engine.path, input_path if kind == "elstm" else source_path,
-                                                 threads)
+                                                 threads, model.backend)
         if streaming and _streams(model):
             say("timing Stream.step")
             report.stream_step = stream_step_latency(model, x, min_time)
         if first_compile:
             say("first-ever compile (empty numba cache)")
             cache = os.path.join(tmp, "numba-cache")
-            report.first_compile = cold_start(model_path, input_path, cache)
+            report.first_compile = cold_start(model_path, input_path, cache, model.backend)
         if cold:
             say("cold start of edgelstm run")
-            cold_start(model_path, input_path)  # fills the numba cache if it was empty
-            report.cold_start = min(cold_start(model_path, input_path) for _ in range(3))
+            cold_start(model_path, input_path, backend=model.backend)  # fills the numba cache if it was empty
+            report.cold_start = min(cold_start(model_path, input_path, backend=model.backend) for _ in range(3))
     return report
 
 
@@ -301,7 +307,8 @@ def _micro(seconds: float) -> str:
 
 def format_report(report: Report, human_size: Callable[[float], str]) -> str:
     """The report as the text table `edgelstm bench` prints."""
-    lines = [f"CPU: {report.cpu} · threads: {report.threads} · batch {report.batch} × {report.seq_len} steps"]
+    lines = [f"CPU: {report.cpu} · backend: {report.backend} · threads: {report.threads} · "
+             f"batch {report.batch} × {report.seq_len} steps"]
     table = [("engine", "p50", "p90", "p99", "seq/s", "file", "peak RSS", "max |diff|")]
     for e in report.engines:
         table.append((e.engine, _micro(e.latency.p50), _micro(e.latency.p90), _micro(e.latency.p99),

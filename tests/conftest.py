@@ -1,6 +1,24 @@
-"""Shared test helpers: the fixture manifest and a small hand-built graph."""
+"""Shared test helpers: the fixture manifest and a small hand-built graph.
 
+Without a GPU the CUDA tests run in Numba's CUDA simulator, which must be chosen before numba is
+first imported: here, before anything imports edgelstm.
+"""
+
+import ctypes
 import json
+import os
+
+
+def _gpu_driver_present() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_driver_present():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 from pathlib import Path
 
 import numpy as np
