@@ -171,12 +171,24 @@ for cell, general, reset_after, quantized in [(k._LSTM, False, False, False), (k
     u = q8 if quantized else A(f32, 2)
     kernels[f"recurrence {cell} {general} {reset_after} {quantized}"] = (
         run, [A(f32, 3), A(b1, 2), u, A(f32, 1), A(f32, 1), A(f32, 1), f32, b1, b1, b1] + state)
+import os, re, subprocess, tempfile
+import nvidia.cuda_nvcc
+ptxas = os.path.join(nvidia.cuda_nvcc.__path__[0], "bin", "ptxas")
 bad = []
 for name, (kernel, sig) in kernels.items():
     ptx, _ = cuda.compile_ptx(kernel.py_func, "void(" + ", ".join(sig) + ")", cc=cc)
     if ".f64" in ptx:
-        bad.append(name)
-print("float64 in:", bad)
+        bad.append(f"{name}: float64")
+    if name.startswith("recurrence"):  # its block size must fit the register file
+        with tempfile.TemporaryDirectory() as tmp:
+            source = os.path.join(tmp, "k.ptx")
+            open(source, "w").write(ptx)
+            info = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{cc[0]}{cc[1]}", source, "-o", source + ".cubin"],
+                                  capture_output=True, text=True).stderr
+        registers = int(re.search(r"Used (\d+) registers", info).group(1))
+        if registers * k.MAX_THREADS > 65536 or "spill stores" in info and " 0 bytes spill stores" not in info:
+            bad.append(f"{name}: {registers} registers x {k.MAX_THREADS} threads, {info}")
+print("problems:", bad)
 sys.exit(1 if bad else 0)
 """
 
@@ -195,7 +207,8 @@ def _ptx_compiler() -> str | None:
 @pytest.mark.skipif(_ptx_compiler() is not None, reason="numba-cuda's NVVM compiler is not installed")
 def test_every_kernel_compiles_for_jetson_in_float32_only():
     """The simulator runs kernels as Python; the GPU compiler types them (here for Orin, sm_87).
-    Any float64 instruction (a bare literal) would run at a fraction of float32 speed on Jetson."""
+    Any float64 instruction (a bare literal) would run at a fraction of float32 speed on Jetson, and
+    a recurrence kernel using too many registers for its block size would not launch at all."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     done = subprocess.run([sys.executable, "-c", _PTX_CHECK, "8.7"], env=env, capture_output=True, text=True,
                           timeout=600)

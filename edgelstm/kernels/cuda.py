@@ -76,13 +76,21 @@ _BLOCK_2D = (8, 4) if SIMULATED else (32, 8)  # the simulator runs one OS thread
 _BLOCK_1D = 32 if SIMULATED else 256
 
 
+def _nothing(*args):
+    """What an empty launch does (a real GPU refuses a grid of no blocks)."""
+
+
 def _grid2(kernel, cols: int, rows: int):
     """`kernel` configured over a (cols, rows) grid of threads, columns fastest."""
+    if cols == 0 or rows == 0:
+        return _nothing
     bx, by = _BLOCK_2D
     return kernel[(-(-cols // bx), -(-rows // by)), _BLOCK_2D]
 
 
 def _grid1(kernel, count: int):
+    if count == 0:
+        return _nothing
     return kernel[-(-count // _BLOCK_1D), _BLOCK_1D]
 
 
@@ -374,10 +382,14 @@ def _recurrence(cell: int, units: int, quantized: bool, general: bool, reset_aft
     return kernel
 
 
+MAX_THREADS = 512  # the recurrence kernels use up to ~80 registers a thread (ptxas, sm_87): 512 x 80 fit 64K
+
+
 def _threads(units: int) -> int:
+    """Threads per block of a recurrence kernel; past MAX_THREADS units a thread owns several."""
     if SIMULATED:
         return min(units, 64)
-    return min(-(-units // 32) * 32, 1024)
+    return min(-(-units // 32) * 32, MAX_THREADS)
 
 
 _NO_WEIGHTS = None  # a one-element float32 device array for arguments a cell does not use
