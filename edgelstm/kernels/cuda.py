@@ -17,6 +17,7 @@ which is slow on Jetson GPUs.
 
 import functools
 import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -111,6 +112,21 @@ class DeviceQuantized(NamedTuple):
 
 def empty(shape, dtype):
     return cuda.device_array(shape, dtype)
+
+
+_local = threading.local()
+
+
+def _scratch(shape: tuple):
+    """A float32 device array of `shape`, carved from one buffer per thread that grows as needed:
+    numba allocates device memory with a plain cudaMalloc, which would cost more than a small
+    layer's whole run if done per call. Kernels of one thread run in order on the default stream,
+    so one use of the buffer ends before the next begins."""
+    size = math.prod(shape)
+    buffer = getattr(_local, "scratch", None)
+    if buffer is None or buffer.size < size:
+        buffer = _local.scratch = cuda.device_array(max(size, 1), np.float32)
+    return buffer[:size].reshape(shape)
 
 
 def upload(weights: dict) -> dict:
@@ -409,7 +425,7 @@ def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act
     if units > MAX_UNITS:
         raise ValueError(f"the cuda backend runs recurrent layers of up to {MAX_UNITS} units, not {units}")
     width = bias.shape[0]
-    proj = cuda.device_array((batch, steps, width), np.float32)
+    proj = _scratch((batch, steps, width))
     _product(x.reshape(batch * steps, x.shape[2]), kernel, bias, A.LINEAR, proj.reshape(batch * steps, width))
     quantized = isinstance(recurrent_kernel, DeviceQuantized)
     u, uscale = (recurrent_kernel.values, recurrent_kernel.scale) if quantized else (recurrent_kernel, _unused())
