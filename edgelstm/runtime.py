@@ -270,7 +270,7 @@ def _build_op(layer: Layer, k) -> _Op:
     if layer.kind == "embedding":
         table = w["embeddings"]
 
-        def embed(xs, masks, ws):  # ids were checked against the table by `Model._run`
+        def embed(xs, masks, ws):  # ids were checked against the table by `Model._values`
             ids = xs[0]
             out = ws.buffer(name, ids.shape + (table.shape[1],))
             k.embedding(ids, table, out)

@@ -105,10 +105,6 @@ class DeviceQuantized(NamedTuple):
     scale: object
     input_scale: np.float32
 
-    @property
-    def shape(self) -> tuple:
-        return self.values.shape
-
 
 def empty(shape, dtype):
     return cuda.device_array(shape, dtype)
@@ -274,11 +270,10 @@ def _project_int8(x, w, scale, input_scale, bias, act, out):
 
 def _product(x, w, bias, act, out):
     """out = act(bias + x @ w) for float32 weights or a `DeviceQuantized`."""
-    launch = _grid2(_project_int8 if isinstance(w, DeviceQuantized) else _project, out.shape[1], x.shape[0])
     if isinstance(w, DeviceQuantized):
-        launch(x, w.values, w.scale, w.input_scale, bias, act, out)
+        _grid2(_project_int8, out.shape[1], x.shape[0])(x, w.values, w.scale, w.input_scale, bias, act, out)
     else:
-        launch(x, w, bias, act, out)
+        _grid2(_project, out.shape[1], x.shape[0])(x, w, bias, act, out)
 
 
 def dense(x, kernel, bias, act, out):
