@@ -24,10 +24,10 @@ import numpy as np
 
 import edgelstm
 from edgelstm import benchmark
+from results import write_section  # bench/ is this script's folder
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "models" / "distill"
-START, END = "<!-- distill:start -->", "<!-- distill:end -->"
 
 
 def windows(series: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def main() -> None:
     benchmark.set_threads(1)
     entries = {e["name"]: e for e in json.loads((DATA / "manifest.json").read_text())}
     tmp = Path(tempfile.mkdtemp(prefix="edgelstm_distill_"))
-    lines = [START, f"Machine: {benchmark.cpu_name()}; one thread.", ""]
+    lines = [f"Machine: {benchmark.cpu_name()}; one thread.", ""]
 
     forecast = entries["forecast_teacher"]
     x, _ = windows(np.load(DATA / forecast["train_series"]), forecast["window"])
@@ -106,16 +106,10 @@ def main() -> None:
     result = passes.train_student(teacher_graph, x8k, passes.Options(hidden=24, epochs=3, val_split=0.0))
     per_epoch = float(np.median([e.seconds for e in result.history]))
     lines += [f"Training speed: {per_epoch:.1f} s per epoch over 8,000 sequences of 40 steps for the LSTM(24) "
-              "student (batch 64, one thread, forward, backward and Adam).", END]
-    print(lines[-2], flush=True)
+              "student (batch 64, one thread, forward, backward and Adam)."]
+    print(lines[-1], flush=True)
 
-    text_out = args.results.read_text()
-    block = "\n".join(lines)
-    if START in text_out:
-        text_out = text_out[:text_out.index(START)] + block + text_out[text_out.index(END) + len(END):]
-    else:
-        text_out = text_out.rstrip() + "\n\n## Distillation (issue 7)\n\nWritten by `bench/distill.py`.\n\n" + block + "\n"
-    args.results.write_text(text_out)
+    write_section(args.results, "distill", lines, "## Distillation (issue 7)\n\nWritten by `bench/distill.py`.")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ import edgelstm
 from edgelstm import benchmark, crosscheck
 from edgelstm.passes.quantize import compare
 
-from run_grid import FEATURES, make_models  # noqa: E402  (bench/ is this script's folder)
+from results import write_section  # noqa: E402  (bench/ is this script's folder)
+from run_grid import FEATURES, make_models  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent / "models"
 TASKS = MODELS / "tasks"
-START, END = "<!-- int8:start -->", "<!-- int8:end -->"
 EXAMPLES = ("sensor_forecast", "text_classifier", "lstm_autoencoder")
 HIDDEN = (32, 64, 128, 256, 512)
 STEPS = 50
@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     make_models(args, [(cell, hidden, STEPS, 1) for cell in ("lstm", "gru") for hidden in HIDDEN])
     benchmark.set_threads(1)
-    lines = [START, f"Machine: {benchmark.cpu_name()}; one thread, batch 1, {STEPS} steps of {FEATURES} features. "
+    lines = [f"Machine: {benchmark.cpu_name()}; one thread, batch 1, {STEPS} steps of {FEATURES} features. "
              "Ratios within a row come from one run (engines interleaved, best of two rounds).", "",
              "| model | float32 file | int8 file | size ratio | ours float32 | ours int8 | int8 / float32 | "
              "ORT float32 | ORT int8 | LiteRT int8 | ours int8 / best int8 peer | int8 relative RMSE |",
@@ -146,13 +146,7 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines += ["", "| shipped example | float32 file | int8 file | int8 relative RMSE | max abs error |", "|---|---|---|---|---|"]
     lines += [example_row(name, args.models) for name in EXAMPLES]
-    lines.append(END)
-    text = args.results.read_text()
-    if START in text:
-        text = text[:text.index(START)] + "\n".join(lines) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## int8 (issue 6)\n\n" + "\n".join(lines) + "\n"
-    args.results.write_text(text)
+    write_section(args.results, "int8", lines, "## int8 (issue 6)")
     print("\n".join(lines[-6:]))
 
 

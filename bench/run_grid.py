@@ -26,9 +26,9 @@ import numpy as np
 
 import edgelstm
 from edgelstm import benchmark, crosscheck
+from results import write_section  # bench/ is this script's folder
 
 HERE = Path(__file__).resolve().parent
-START, END = "<!-- grid:start -->", "<!-- grid:end -->"
 FEATURES = 8
 ENGINES = ("edgelstm", "litert-while", "litert-fused", "onnxruntime", "numpy-reference")
 PEERS = ("litert-while", "litert-fused", "onnxruntime")
@@ -170,15 +170,9 @@ def write_results(rows: list[dict], path: Path, all_threads: int) -> None:
         table.append("| " + " | ".join([r["cell"].upper(), str(r["hidden"]), str(r["steps"]), str(r["batch"]),
                                         str(r["threads"]), *(_fmt(r.get(e)) for e in ENGINES),
                                         "-" if ratio is None else f"{ratio:.2f}"]) + " |")
-    block = "\n".join([START, f"Machine: {benchmark.cpu_name()}, {os.cpu_count()} cores; numba "
-                       f"{numba.__version__}, numpy {np.__version__}. p50 latency of one call on the batch.", "",
-                       *summary(rows, all_threads), "", *table, END])
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if START in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, "grid", [f"Machine: {benchmark.cpu_name()}, {os.cpu_count()} cores; numba "
+                                 f"{numba.__version__}, numpy {np.__version__}. p50 latency of one call on the batch.",
+                                 "", *summary(rows, all_threads), "", *table], "")
 
 
 def plot(rows: list[dict], path: Path) -> None:
