@@ -26,7 +26,8 @@ __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", 
            "ON_DEVICE", "empty", "to_host", "assign", "reverse", "repeat", "take_step", "concatenate", "shift_in", "nonzero",
            "combine_masks"]
 
-_jit = dict(cache=True, error_model="numpy", fastmath={"contract"})
+# nogil: predictions from several Python threads run side by side (`edgelstm score`'s local engine)
+_jit = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 _PANEL = 512  # output columns per pass of a matrix product: a panel of weights stays in cache
