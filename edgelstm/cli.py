@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__, artifact, benchmark, convert as convert_model, crosscheck, distill as distill_model, \
+from . import __version__, artifact, benchmark, scale, convert as convert_model, crosscheck, distill as distill_model, \
     import_model, load
 from .errors import EdgeLSTMError, FormatError
 from .ir import SCALE_SUFFIX, scale_names
@@ -391,6 +391,51 @@ def bench(model, batch, seq_len, threads, backend, peers, min_time, no_memory, n
     if json_path:
         benchmark.write_json(report, json_path)
         click.echo(f"Wrote {json_path}", err=True)
+
+
+def _names(value: str | None) -> list[str] | None:
+    return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", metavar="INPUT", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Where the predictions go, of the input's kind: a .npy file, a folder of .npy files, or a "
+                   "Parquet folder (part files, with the input's key columns beside a 'prediction' column).")
+@click.option("--engine", type=click.Choice(scale.ENGINES), default="local", show_default=True,
+              help="local: threads of this process; dask or ray: a cluster (its extra installed).")
+@click.option("--address", help="The Dask scheduler or Ray cluster to use (default: start one on this machine).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Threads (local) or worker processes of a cluster started here (default: one per core).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True,
+              help="Sequences per part: one read, one prediction, one atomic write.")
+@click.option("--window", type=click.IntRange(min=1),
+              help="Cut each input series [steps, features] into windows of this many steps.")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Steps between windows.")
+@click.option("--columns", help="Parquet: the column of whole sequences, or (with --window) the feature columns, "
+                                "comma-separated.")
+@click.option("--keys", help="Parquet: columns to copy beside the predictions, comma-separated (default: all "
+                             "others; in window mode their values at each window's last step).")
+@click.option("--overwrite", is_flag=True, help="Discard the parts of a different earlier run at OUTPUT.")
+def score(model, source, output, engine, address, workers, batch_size, window, stride, columns, keys, overwrite):
+    """Score every sequence (or window) of INPUT: a .npy file, a folder of them, or a Parquet dataset.
+
+    Parts are written atomically as they finish; rerunning the same command resumes.
+    """
+    bar = click.progressbar(length=1, label="scoring", file=sys.stderr, show_pos=True)
+
+    def progress(rows, total):
+        bar.length = total
+        bar.update(rows)
+    with bar:
+        summary = scale.score(model, source, output, engine=engine, address=address, workers=workers,
+                              batch_size=batch_size, window=window, stride=stride, columns=_names(columns),
+                              keys=_names(keys), overwrite=overwrite, progress=progress)
+    resumed = f", {summary.resumed} of them from an earlier run" if summary.resumed else ""
+    click.echo(f"Wrote {summary.output}: {summary.sequences:,} predictions in {summary.parts} parts{resumed}; "
+               f"{summary.engine} engine, {summary.workers} workers, {summary.seconds:.1f} s "
+               f"({summary.sequences / max(summary.seconds, 1e-9):,.0f} sequences/s)", err=True)
 
 
 if __name__ == "__main__":

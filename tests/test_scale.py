@@ -2,6 +2,7 @@
 engines bit-identical, bad inputs refused before any work, a Dask worker killed mid-run."""
 
 import os
+import pickle
 import signal
 import sys
 import tracemalloc
@@ -15,7 +16,7 @@ from edgelstm import artifact, scale
 from edgelstm.cli import main
 from edgelstm.errors import FormatError, InputError, ShapeError
 from edgelstm.scale import data
-from edgelstm.scale.worker import CHUNK, one_thread
+from edgelstm.scale.worker import CHUNK, ModelRef, one_thread
 
 from .conftest import MODELS, small_graph
 
@@ -264,6 +265,14 @@ def test_unreadable_or_unknown_inputs_are_refused(tmp_path, model_file):
         scale.score(model_file, tmp_path / "x.npy", tmp_path / "x.npy")
 
 
+def test_engine_options_that_do_not_fit_are_refused(tmp_path, model_file):
+    np.save(tmp_path / "x.npy", np.zeros((5, STEPS, FEATURES), np.float32))
+    for options, match in [({"engine": "spark"}, "unknown engine 'spark'; choose one of local, dask, ray"),
+                           ({"address": "tcp://head:8786"}, "the local engine takes none"),
+                           ({"engine": "dask", "address": "tcp://head:8786", "workers": 2}, "has its own workers")]:
+        refused(tmp_path, model_file, tmp_path / "x.npy", InputError, match, **options)
+
+
 def test_a_bad_token_id_fails_the_job_naming_the_file_and_rows(tmp_path):
     ids = np.full(40, 3)
     ids[33] = 10_000
@@ -272,6 +281,18 @@ def test_a_bad_token_id_fails_the_job_naming_the_file_and_rows(tmp_path):
     with pytest.raises(InputError, match=r"ids.npy, sequences .*token id 10000"):
         scale.score(model_path, tmp_path / "ids.npy", tmp_path / "y.npy", window=7, batch_size=10)
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_a_model_shipped_by_path_is_checked_against_its_digest(tmp_path, model_file):
+    path = tmp_path / "m.elstm"
+    path.write_bytes(open(model_file, "rb").read())
+    ref = ModelRef(path, by_path=True)
+    assert ref.data is None and ref.load().input_shape == (None, FEATURES)
+    artifact.write(small_graph(seed=5, features=FEATURES, units=6), path)
+    shipped = pickle.loads(pickle.dumps(ref))  # as a worker gets it: the path and the digest
+    shipped.backend = "reference"  # a key this process has not loaded yet
+    with pytest.raises(InputError, match="changed after the job started"):
+        shipped.load()
 
 
 # --- the CLI ----------------------------------------------------------------------------------

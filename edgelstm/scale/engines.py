@@ -59,6 +59,8 @@ def score(model, source, output, engine: str = "local", address: str | None = No
         raise InputError(f"workers must be at least 1, got {workers}")
     if engine == "local" and address:
         raise InputError("--address names a Dask scheduler or a Ray cluster; the local engine takes none")
+    if address and workers:
+        raise InputError("--workers sizes a cluster started here; the cluster at --address has its own workers")
     started = time.perf_counter()
     ref = ModelRef(model)
     job = data.plan(ref.load(), ref.digest, source, output, window=window, stride=stride,
