@@ -216,6 +216,9 @@ def _build_op(layer: Layer, k) -> _Op:
     if layer.kind == "lstm":
         w.setdefault("peephole", np.zeros(0, np.float32))
     if k.ON_DEVICE:
+        if layer.kind in RECURRENT_KINDS and a["units"] > k.MAX_UNITS:
+            raise BackendError(f"layer '{name}' has {a['units']} units; the cuda backend runs recurrent layers of up "
+                               f"to {k.MAX_UNITS}; use backend 'cpu' (--backend cpu)")
         w = k.upload(w)
 
     if layer.kind in RECURRENT_KINDS:

@@ -124,6 +124,14 @@ def test_unusable_gpu_names_the_cpu_backend(monkeypatch):
         Model(small_graph(), backend="cuda")
 
 
+def test_a_layer_past_the_shared_memory_limit_is_refused_at_load():
+    from edgelstm.kernels import cuda
+
+    graph = recurrent_graph("rnn", units=cuda.MAX_UNITS + 1, features=1, steps=2)
+    with pytest.raises(BackendError, match=f"layer 'cell' has {cuda.MAX_UNITS + 1} units.*up to {cuda.MAX_UNITS}"):
+        Model(graph, backend="cuda")
+
+
 @pytest.mark.skipif(not SIMULATED, reason="with a GPU, auto picks cuda")
 def test_auto_never_picks_the_simulator():
     assert resolve_backend("auto") == "cpu"

@@ -416,9 +416,7 @@ def _unused():
 def _sequence(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after, peephole,
               out_act, clip, input_forget, go_backwards, return_sequences, zero_output_for_mask, h, c, out):
     batch, steps = x.shape[:2]
-    units = h.shape[1]
-    if units > MAX_UNITS:
-        raise ValueError(f"the cuda backend runs recurrent layers of up to {MAX_UNITS} units, not {units}")
+    units = h.shape[1]  # at most MAX_UNITS: larger layers are refused when the model loads
     width = bias.shape[0]
     proj = _scratch((batch, steps, width))
     _product(x.reshape(batch * steps, x.shape[2]), kernel, bias, A.LINEAR, proj.reshape(batch * steps, width))
