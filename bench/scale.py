@@ -111,9 +111,9 @@ def main() -> None:
             f"N = {n} workers. Outputs of all engines bit-identical: {'yes' if identical else 'NO'}.", "",
             "| engine | workers | seconds | windows/s | ÷ single process | target 0.8 × N |", "|---|---|---|---|---|---|"]
     for name, label in [("single", "local, single process, one thread"), ("local", "local (threads)"),
-                        ("dask-cold", f"Dask LocalCluster, new workers (cluster start-up {dask_start:.1f} s not counted)"),
+                        ("dask-cold", f"Dask LocalCluster, new workers (start-up {dask_start:.1f} s not counted)"),
                         ("dask", "Dask LocalCluster, second run (workers have the model loaded)"),
-                        ("ray-cold", f"Ray, local, new workers (start-up {ray_start:.1f} s not counted)"),
+                        ("ray-cold", f"Ray, local, new workers (start-up {ray_start:.1f} s, not counted)"),
                         ("ray", "Ray, local, second run")]:
         s = runs[name]
         rate = s.sequences / s.seconds

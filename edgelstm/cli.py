@@ -417,8 +417,12 @@ def _names(value: str | None) -> list[str] | None:
                                 "comma-separated.")
 @click.option("--keys", help="Parquet: columns to copy beside the predictions, comma-separated (default: all "
                              "others; in window mode their values at each window's last step).")
-@click.option("--overwrite", is_flag=True, help="Discard the parts of a different earlier run at OUTPUT.")
-def score(model, source, output, engine, address, workers, batch_size, window, stride, columns, keys, overwrite):
+@click.option("--overwrite", is_flag=True,
+              help="Replace the parts of a different earlier run, or finished outputs, at OUTPUT.")
+@click.option("--model-by-path", is_flag=True,
+              help="Workers read the .elstm at its path (storage they all see) instead of receiving its bytes.")
+def score(model, source, output, engine, address, workers, batch_size, window, stride, columns, keys, overwrite,
+          model_by_path):
     """Score every sequence (or window) of INPUT: a .npy file, a folder of them, or a Parquet dataset.
 
     Parts are written atomically as they finish; rerunning the same command resumes.
@@ -431,7 +435,8 @@ def score(model, source, output, engine, address, workers, batch_size, window, s
     with bar:
         summary = scale.score(model, source, output, engine=engine, address=address, workers=workers,
                               batch_size=batch_size, window=window, stride=stride, columns=_names(columns),
-                              keys=_names(keys), overwrite=overwrite, progress=progress)
+                              keys=_names(keys), overwrite=overwrite, model_by_path=model_by_path,
+                              progress=progress)
     resumed = f", {summary.resumed} of them from an earlier run" if summary.resumed else ""
     click.echo(f"Wrote {summary.output}: {summary.sequences:,} predictions in {summary.parts} parts{resumed}; "
                f"{summary.engine} engine, {summary.workers} workers, {summary.seconds:.1f} s "

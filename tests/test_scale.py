@@ -93,6 +93,16 @@ def test_token_id_series_are_windowed_for_an_embedding_model(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ids_model.predict(windows_of(ids, length, 2)), atol=1e-6)
 
 
+def test_parquet_token_id_series_are_windowed(tmp_path):
+    model_path = MODELS / "embedding_nomask_lstm.keras"
+    ids = rng.integers(1, 20, size=50)
+    pq.write_table(pa.table({"t": np.arange(50), "token": ids}), tmp_path / "ids.parquet", row_group_size=16)
+    scale.score(model_path, tmp_path / "ids.parquet", tmp_path / "out", window=7, stride=3, columns=["token"])
+    want = edgelstm.load(model_path, backend="cpu").predict(windows_of(ids, 7, 3))
+    np.testing.assert_allclose(predictions(tmp_path / "out"), want, atol=1e-6)
+    assert pq.read_table(tmp_path / "out").column("t").to_pylist() == list(range(6, 50, 3))
+
+
 def test_a_folder_of_npy_files_gives_a_folder_of_the_same_names(tmp_path, model_file, model):
     (tmp_path / "in").mkdir()
     inputs = {name: rng.normal(size=(n, STEPS + k, FEATURES)).astype(np.float32)
@@ -204,7 +214,7 @@ def test_client_memory_stays_flat_as_the_input_grows(tmp_path, model_file):
     for sequences in (4_000, 16_000):
         np.save(tmp_path / "x.npy", rng.normal(size=(sequences, STEPS, FEATURES)).astype(np.float32))
         tracemalloc.start()
-        scale.score(model_file, tmp_path / "x.npy", tmp_path / "y.npy", batch_size=1000)
+        scale.score(model_file, tmp_path / "x.npy", tmp_path / "y.npy", batch_size=1000, overwrite=True)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     input_bytes = 16_000 * STEPS * FEATURES * 4
@@ -242,7 +252,8 @@ def test_ragged_parquet_sequences_are_refused(tmp_path, model_file):
 def test_parquet_steps_of_the_wrong_width_are_refused(tmp_path, model_file):
     x = rng.normal(size=(4, STEPS, FEATURES + 2)).astype(np.float32)
     pq.write_table(sequence_table(x), tmp_path / "in.parquet")  # fixed-size steps: the schema tells
-    refused(tmp_path, model_file, tmp_path / "in.parquet", ShapeError, r"float>\[5\] values, expected \(sequence, any, 3\)")
+    refused(tmp_path, model_file, tmp_path / "in.parquet", ShapeError,
+            r"float>\[5\] values, expected \(sequence, any, 3\)")
     pq.write_table(pa.table({"sequence": x.tolist()}), tmp_path / "in.parquet")  # variable lists: scanned
     refused(tmp_path, model_file, tmp_path / "in.parquet", ShapeError, "5..5 values per step")
 
@@ -251,8 +262,45 @@ def test_a_missing_column_is_refused_naming_the_columns(tmp_path, model_file):
     pq.write_table(pa.table({"a": np.zeros(30), "b": np.zeros(30)}), tmp_path / "in.parquet")
     refused(tmp_path, model_file, tmp_path / "in.parquet", InputError, "no column 'c'; its columns: a, b",
             window=5, columns=["a", "b", "c"])
-    refused(tmp_path, model_file, tmp_path / "in.parquet", InputError, "takes 3 feature.*2 numeric columns", window=5)
+    refused(tmp_path, model_file, tmp_path / "in.parquet", InputError,
+            r"name the 3 feature column\(s\) of the series with --columns \(numeric columns of .*: a, b\)", window=5)
     refused(tmp_path, model_file, tmp_path / "in.parquet", InputError, "0 list columns")
+
+
+def test_every_parquet_file_is_checked_not_only_the_first(tmp_path, model_file):
+    (tmp_path / "in").mkdir()
+    x = rng.normal(size=(6, STEPS, FEATURES)).astype(np.float32)
+    pq.write_table(sequence_table(x), tmp_path / "in" / "a.parquet")
+    pq.write_table(pa.table({"id": [1], "sequence": ["text"], "site": ["s"]}), tmp_path / "in" / "b.parquet")
+    refused(tmp_path, model_file, tmp_path / "in", ShapeError, "b.parquet: column 'sequence' has type string")
+
+
+def test_missing_values_and_empty_sequences_are_refused(tmp_path, model_file):
+    pq.write_table(pa.table({"x": [1.0, None] * 20, "y": np.zeros(40), "z": np.zeros(40)}), tmp_path / "s.parquet")
+    refused(tmp_path, model_file, tmp_path / "s.parquet", InputError, "column 'x' has missing", window=5,
+            columns=["x", "y", "z"])
+    steps = pa.array([[0.0, 1.0, None]] * STEPS, pa.list_(pa.float32(), 3))
+    with_null = pa.FixedSizeListArray.from_arrays(steps, STEPS)
+    pq.write_table(pa.table({"sequence": pa.chunked_array([with_null])}), tmp_path / "n.parquet")
+    refused(tmp_path, model_file, tmp_path / "n.parquet", InputError, "column 'sequence' has missing")
+    pq.write_table(pa.table({"sequence": pa.array([[]], pa.list_(pa.list_(pa.float32())))}), tmp_path / "e.parquet")
+    refused(tmp_path, model_file, tmp_path / "e.parquet", ShapeError, "empty sequences")
+    np.save(tmp_path / "e.npy", np.zeros((0, STEPS, FEATURES), np.float32))
+    refused(tmp_path, model_file, tmp_path / "e.npy", ShapeError, "at least one sequence")
+
+
+def test_finished_outputs_are_replaced_only_with_overwrite(tmp_path, model_file):
+    np.save(tmp_path / "x.npy", np.zeros((5, STEPS, FEATURES), np.float32))
+    np.save(tmp_path / "y.npy", np.ones(3))
+    with pytest.raises(InputError, match="y.npy exists.*--overwrite"):
+        scale.score(model_file, tmp_path / "x.npy", tmp_path / "y.npy")
+    scale.score(model_file, tmp_path / "x.npy", tmp_path / "y.npy", overwrite=True)
+    assert np.load(tmp_path / "y.npy").shape == (5, 2)
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.zeros((5, STEPS, FEATURES), np.float32))
+    with pytest.raises(InputError, match="is a file; the output of .* is a folder"):
+        scale.score(model_file, tmp_path / "in", tmp_path / "x.npy")
+    assert not (tmp_path / "x.npy.parts").exists()
 
 
 def test_unreadable_or_unknown_inputs_are_refused(tmp_path, model_file):
@@ -301,7 +349,7 @@ def test_cli_scores_with_progress_and_a_summary(tmp_path, model_file, model):
     x = rng.normal(size=(60, STEPS, FEATURES)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     result = CliRunner().invoke(main, ["score", model_file, str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
-                                       "--batch-size", "25"])
+                                       "--batch-size", "25", "--model-by-path"])
     assert result.exit_code == 0, result.output
     assert "scoring" in result.output and "60 predictions in 3 parts; local engine" in result.output
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected(model, x, 25))
@@ -384,22 +432,34 @@ def test_a_dask_worker_killed_mid_run_still_gives_a_complete_output(tmp_path, mo
     client.wait_for_workers(2, timeout=60)
 
 
-def test_predict_dask_is_lazy_and_matches_the_model(model_file, model, dask_cluster):
+def test_predict_dask_is_lazy_and_matches_the_model(tmp_path, model_file, model, dask_cluster):
     da = pytest.importorskip("dask.array")
     x = rng.normal(size=(90, STEPS, FEATURES)).astype(np.float32)
     lazy = scale.predict_dask(model_file, da.from_array(x, chunks=(40, STEPS, FEATURES)))
     assert lazy.shape == (90, 2) and lazy.chunks == ((40, 40, 10), (2,))
+    big = tmp_path / "big.elstm"
+    artifact.write(small_graph(features=FEATURES, units=300), big)
+    graph = scale.predict_dask(big, da.from_array(x, chunks=(5, STEPS, FEATURES))).__dask_graph__()
+    assert len(pickle.dumps(dict(graph))) < 1.5 * big.stat().st_size  # the model once, not in each of 18 blocks
     np.testing.assert_allclose(lazy.compute(), model.predict(x), atol=1e-6)
     with pytest.raises(ShapeError, match=r"expected \(sequences, any, 3\)"):
         scale.predict_dask(model_file, da.zeros((4, STEPS, 5)))
+
+
+def test_a_ray_address_that_does_not_answer_is_refused_at_once():
+    from edgelstm.scale import engines
+
+    with pytest.raises(edgelstm.EdgeLSTMError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        engines._refuse_silent_address("127.0.0.1:1")
+    engines._refuse_silent_address("auto")  # left to Ray
 
 
 def test_ray_predictor_maps_batches_once_per_actor(model_file, model, ray_session):
     import ray.data
 
     x = rng.normal(size=(70, STEPS, FEATURES)).astype(np.float32)
-    ds = ray.data.from_numpy([x[:35], x[35:]]).map_batches(scale.RayPredictor, fn_constructor_args=(model_file,), concurrency=2,
-                                            batch_size=32, batch_format="numpy")
+    ds = ray.data.from_numpy([x[:35], x[35:]]).map_batches(
+        scale.RayPredictor, fn_constructor_args=(model_file,), concurrency=2, batch_size=32, batch_format="numpy")
     rows = ds.take_all()
     order = np.argsort([np.abs(x - row["data"]).sum(axis=(1, 2)).argmin() for row in rows])
     got = np.stack([rows[i]["prediction"] for i in order])

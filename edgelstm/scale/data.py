@@ -12,6 +12,7 @@ by part); a Parquet output is the folder of parts itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -71,23 +72,18 @@ class Layout:
             return self._windows(np.asarray(array[lo:hi])), None
         if self.window is None:
             table = _parquet_rows(path, [*self.columns, *self.keys], start, stop)
-            column = table.column(self.columns[0])
-            if column.null_count:
-                raise InputError(f"{path}: column '{self.columns[0]}' holds empty (null) sequences")
-            values = _list_values(column.combine_chunks())
+            values = _list_values(table.column(self.columns[0]).combine_chunks(), self.columns[0])
             return values.reshape((stop - start, -1) + self.step_shape), table.select(list(self.keys))
         lo, hi = self.series_rows(start, stop)
         table = _parquet_rows(path, [*self.columns, *self.keys], lo, hi)
-        for name in self.columns:
-            if table.column(name).null_count:
-                raise InputError(f"{path}: column '{name}' has missing values between rows {lo} and {hi}")
-        series = np.stack([table.column(name).to_numpy() for name in self.columns], axis=-1)
+        series = np.stack([_list_values(table.column(name).combine_chunks(), name) for name in self.columns], axis=-1)
         ends = np.arange(stop - start) * self.stride + self.window - 1
         return self._windows(series), table.select(list(self.keys)).take(ends)
 
     def _windows(self, series: np.ndarray) -> np.ndarray:
-        if series.ndim == len(self.step_shape):  # one value per step: a series of token ids or of one feature
-            series = series.reshape((-1,) + self.step_shape)
+        # a series of one value per step ([steps] or [steps, 1]) takes the model's step shape: () for
+        # token ids, (1,) for one feature
+        series = series.reshape((len(series),) + self.step_shape)
         windows = np.lib.stride_tricks.sliding_window_view(series, self.window, axis=0)[::self.stride]
         return np.ascontiguousarray(np.moveaxis(windows, -1, 1))  # [n, *step, window] -> [n, window, *step]
 
@@ -112,17 +108,21 @@ def _prediction_column(pa, predictions: np.ndarray):
     return flat
 
 
-def _list_values(array) -> np.ndarray:
-    """The numbers inside a (nested) list array, in order."""
+def _list_values(array, name: str) -> np.ndarray:
+    """The numbers of a column, inside its (nested) lists, in order; a missing value is refused
+    (it would turn into NaN or fail deep inside numpy)."""
     pa = _pyarrow()
-    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or \
-            pa.types.is_fixed_size_list(array.type):
+    while True:
+        if array.null_count:
+            raise InputError(f"column '{name}' has missing (null) values")
+        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
+                or pa.types.is_fixed_size_list(array.type)):
+            return array.to_numpy(zero_copy_only=False)
         array = array.flatten()
-    return array.to_numpy(zero_copy_only=False)
 
 
 def _parquet_rows(path: str, columns: list[str], lo: int, hi: int):
-    """Rows lo:hi of some columns of a Parquet file, reading only the row groups that hold them."""
+    """Rows lo:hi of some columns of a Parquet file, from the row groups that hold them."""
     pa = _pyarrow()
     file = pa.parquet.ParquetFile(path)
     pieces, offset = [], 0
@@ -130,9 +130,17 @@ def _parquet_rows(path: str, columns: list[str], lo: int, hi: int):
         count = file.metadata.row_group(group).num_rows
         if offset < hi and offset + count > lo:
             begin = max(lo - offset, 0)
-            pieces.append(file.read_row_group(group, columns=columns).slice(begin, min(hi, offset + count) - offset - begin))
+            table = _row_group(path, os.stat(path).st_mtime_ns, group, tuple(columns))
+            pieces.append(table.slice(begin, min(hi, offset + count) - offset - begin))
         offset += count
     return pa.concat_tables(pieces) if pieces else file.schema_arrow.empty_table().select(columns)
+
+
+@functools.lru_cache(maxsize=2)
+def _row_group(path: str, mtime_ns: int, group: int, columns: tuple[str, ...]):
+    """One decoded row group, kept for the next part: parts are far smaller than row groups
+    (pyarrow writes up to a million rows in one), and a worker tends to get neighbouring parts."""
+    return _pyarrow().parquet.ParquetFile(path).read_row_group(group, columns=list(columns))
 
 
 @dataclass(frozen=True)
@@ -215,7 +223,8 @@ def plan(model, model_digest: str, source: str | os.PathLike, output: str | os.P
 
     Raises InputError/ShapeError naming the file and what was expected before anything runs. The
     work folder records the job (model digest, inputs with sizes and times, options): a rerun with
-    the same job resumes; a different job there is refused unless `overwrite`.
+    the same job resumes; a different job there, or finished outputs in the way, are refused
+    unless `overwrite`.
     """
     source, output = Path(source), Path(output)
     if not source.exists():
@@ -242,18 +251,21 @@ def plan(model, model_digest: str, source: str | os.PathLike, output: str | os.P
         layout = _parquet_layout(files[0], step_shape, window, stride, columns, keys)
         counts = [_parquet_count(path, layout, length) for path in files]
 
-    if source.is_dir() and kind == "npy":
-        outputs = [str(output / Path(path).name) for path in files]
-    else:
-        outputs = [str(output)] if kind == "npy" else []
-    _refuse_overwriting_input(source, output, kind)
+    folder_of_npy = kind == "npy" and source.is_dir()
+    outputs = [str(output / Path(path).name) for path in files] if folder_of_npy else \
+        [str(output)] if kind == "npy" else []
+    _check_output(source, output, kind, folder_of_npy)
     work = output if kind == "parquet" else output.parent / f"{output.name}.parts"
+    if not work.exists() and not overwrite:
+        present = [path for path in outputs if os.path.exists(path)]
+        if present:
+            raise InputError(f"{present[0]} exists (from an earlier run?); pass --overwrite to replace it")
     job = Job(layout, [str(path) for path in files], counts, outputs, work, batch_size)
     fingerprint = {"model": model_digest, "layout": asdict(layout), "batch_size": batch_size,
                    "inputs": [[str(Path(path).resolve()), os.stat(path).st_size, os.stat(path).st_mtime_ns]
                               for path in files]}
-    _claim(work, fingerprint, overwrite, kind)
-    if source.is_dir() and kind == "npy":
+    _claim(work, fingerprint, overwrite)
+    if folder_of_npy:
         output.mkdir(exist_ok=True)
     return job
 
@@ -271,7 +283,7 @@ def _input_files(source: Path) -> tuple[str, list[str]]:
     if npy and parquet:
         raise InputError(f"{source} holds both .npy and Parquet files: give one kind")
     if not npy and not parquet:
-        raise InputError(f"{source} holds no .npy or Parquet files")
+        raise InputError(f"{source} holds no .npy files (at its top level) and no Parquet files")
     return ("npy", npy) if npy else ("parquet", parquet)
 
 
@@ -291,8 +303,8 @@ def _npy_count(path: str, layout: Layout, length: int | None) -> int:
         if array.ndim != len(dims) + 1 or any(d is not None and d != g for d, g in zip(dims, array.shape[1:])):
             hint = "; a long series to cut into windows needs --window" if array.ndim == len(dims) else ""
             raise ShapeError(f"{path} has shape {array.shape}, expected {_expected('sequences', dims)}{hint}")
-        if array.shape[1] == 0:
-            raise ShapeError(f"{path} has shape {array.shape}: sequences need at least one step")
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise ShapeError(f"{path} has shape {array.shape}: it needs at least one sequence of at least one step")
         return array.shape[0]
     shapes = [layout.step_shape] + ([()] if layout.step_shape == (1,) else [])
     if array.shape[1:] not in shapes:
@@ -334,6 +346,7 @@ def _open_parquet(path: str, wanted: list[str]):
 
 
 def _parquet_layout(path: str, step_shape: tuple, window, stride, columns, keys) -> Layout:
+    """The columns to read, chosen from the first file (`_parquet_count` checks every file)."""
     pa = _pyarrow()
     schema = _open_parquet(path, [*(columns or []), *(keys or [])]).schema_arrow
     names = schema.names
@@ -346,23 +359,14 @@ def _parquet_layout(path: str, step_shape: tuple, window, stride, columns, keys)
             columns = lists
         if len(columns) != 1:
             raise InputError(f"whole sequences come from one list column; --columns names {len(columns)}")
-        levels, inner = _list_depth(pa, schema.field(columns[0]).type)
-        allowed = [1 + len(step_shape)] + ([1] if step_shape == (1,) else [])
-        if len(levels) not in allowed or not _numeric(pa, inner):
-            raise ShapeError(f"{path}: column '{columns[0]}' has type {schema.field(columns[0]).type}, expected a list "
-                             f"of {'lists of ' if step_shape else ''}numbers, one {_expected('sequence', (None,) + step_shape)}")
     else:
         width = step_shape[0] if step_shape else 1
         if columns is None:
-            columns = [f.name for f in schema if _numeric(pa, f.type) and f.name not in (keys or [])]
-            if len(columns) != width:
-                raise InputError(f"the model takes {width} feature(s) per step and {path} has {len(columns)} numeric "
-                                 f"columns ({', '.join(columns) or 'none'}): name the feature columns with --columns")
+            numeric = [f.name for f in schema if _numeric(pa, f.type)]
+            raise InputError(f"name the {width} feature column(s) of the series with --columns (numeric columns of "
+                             f"{path}: {', '.join(numeric) or 'none'})")
         if len(columns) != width:
             raise ShapeError(f"the model takes {width} feature(s) per step; --columns names {len(columns)}")
-        for name in columns:
-            if not _numeric(pa, schema.field(name).type):
-                raise ShapeError(f"{path}: feature column '{name}' has type {schema.field(name).type}, expected numbers")
     if keys is None:
         keys = [name for name in names if name not in columns]
     overlap = set(keys) & set(columns)
@@ -374,62 +378,104 @@ def _parquet_layout(path: str, step_shape: tuple, window, stride, columns, keys)
 
 
 def _parquet_count(path: str, layout: Layout, length: int | None) -> int:
+    """Sequences (or windows) in one Parquet file, once its columns are checked."""
+    pa = _pyarrow()
     file = _open_parquet(path, [*layout.columns, *layout.keys])
     rows = file.metadata.num_rows
+    if rows == 0:
+        raise ShapeError(f"{path} has no rows")
+    schema = file.schema_arrow
     if layout.window is not None:
+        for name in layout.columns:
+            if not _numeric(pa, schema.field(name).type):
+                raise ShapeError(f"{path}: feature column '{name}' has type {schema.field(name).type}, "
+                                 "expected numbers")
+            if not _counted_no_nulls(file, name):
+                _scan(file, name, lambda array: _refuse_nulls(array, path, name))
         return _window_count(path, rows, layout)
-    _check_sequences(_pyarrow(), file, path, layout, length)
-    return rows
-
-
-def _check_sequences(pa, file, path: str, layout: Layout, length: int | None) -> None:
-    """Every sequence of the column present, of one length (the model's, if it has one), each step
-    of the model's width. Fixed-size list types prove it from the schema; other lists are scanned."""
     name = layout.columns[0]
-    levels, _ = _list_depth(pa, file.schema_arrow.field(name).type)
-    sizes = [length, layout.step_shape[0] if len(levels) > 1 else None]
+    levels, inner = _list_depth(pa, schema.field(name).type)
+    allowed = [1 + len(layout.step_shape)] + ([1] if layout.step_shape == (1,) else [])
     expected = _expected("sequence", (length,) + layout.step_shape)
+    if len(levels) not in allowed or not _numeric(pa, inner):
+        raise ShapeError(f"{path}: column '{name}' has type {schema.field(name).type}, expected a list of "
+                         f"{'lists of ' if layout.step_shape else ''}numbers, one {expected}")
+    sizes = [length, layout.step_shape[0] if len(levels) > 1 else None]
     for level, size in zip(levels, sizes):
         if pa.types.is_fixed_size_list(level) and size is not None and level.list_size != size:
             raise ShapeError(f"{path}: column '{name}' holds {level} values, expected {expected}")
-    if all(pa.types.is_fixed_size_list(level) for level in levels) and not file.schema_arrow.field(name).nullable:
-        return
-    seen = None
+    lengths = set()
+    _scan(file, name, lambda array: lengths.add(_check_sequences(pa, array, path, name, sizes, expected)))
+    if len(lengths) > 1:
+        raise ShapeError(f"{path}: column '{name}' holds sequences of different lengths ({min(lengths)} to "
+                         f"{max(lengths)} steps); a part needs one length: pad them or cut windows")
+    return rows
+
+
+def _scan(file, name: str, check) -> None:
+    """Call `check` on column `name` batch by batch (memory stays bounded)."""
     for batch in file.iter_batches(batch_size=_SCAN_ROWS, columns=[name]):
-        array = batch.column(0)
-        if array.null_count:
-            raise InputError(f"{path}: column '{name}' holds empty (null) sequences")
-        for depth, size in enumerate(sizes[:len(levels)]):
-            counts = pa.compute.list_value_length(array)
-            extremes = pa.compute.min_max(counts)
-            low, high = extremes["min"].as_py(), extremes["max"].as_py()
-            if low is None:
-                break
-            if depth == 0:
-                if low != high or (seen is not None and low != seen):
-                    raise ShapeError(f"{path}: column '{name}' holds sequences of different lengths "
-                                     f"({min(low, seen or low)} to {max(high, seen or high)} steps); "
-                                     "a part needs one length: pad them or cut windows")
-                seen = low
-            if size is not None and (low != size or high != size):
-                what = "steps" if depth == 0 else "values per step"
-                raise ShapeError(f"{path}: column '{name}' holds sequences of {low}..{high} {what}, expected {expected}")
-            array = pa.compute.list_flatten(array)
-            if array.null_count:
-                raise InputError(f"{path}: column '{name}' has missing values inside its sequences")
+        check(batch.column(0))
 
 
-def _refuse_overwriting_input(source: Path, output: Path, kind: str) -> None:
+def _counted_no_nulls(file, name: str) -> bool:
+    """The file's statistics say column `name` has no nulls (writers usually record them)."""
+    leaves = [file.metadata.schema.column(i).path for i in range(file.metadata.num_columns)]
+    if name not in leaves:
+        return False
+    column = leaves.index(name)  # a flat column's leaf; nested columns before it have several
+    for group in range(file.num_row_groups):
+        stats = file.metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_null_count or stats.null_count:
+            return False
+    return True
+
+
+def _refuse_nulls(array, path: str, name: str) -> None:
+    if array.null_count:
+        raise InputError(f"{path}: column '{name}' has missing (null) values")
+
+
+def _check_sequences(pa, array, path: str, name: str, sizes: list, expected: str) -> int:
+    """The one length of the sequences in a batch of a list column: each present, non-empty, every
+    step of the model's width."""
+    length = None
+    for depth, size in enumerate(sizes):
+        _refuse_nulls(array, path, name)
+        if depth and not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
+                          or pa.types.is_fixed_size_list(array.type)):
+            break
+        extremes = pa.compute.min_max(pa.compute.list_value_length(array))
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if depth == 0:
+            if low == 0:
+                raise ShapeError(f"{path}: column '{name}' holds empty sequences")
+            if low != high:
+                raise ShapeError(f"{path}: column '{name}' holds sequences of different lengths ({low} to {high} "
+                                 "steps); a part needs one length: pad them or cut windows")
+            length = low
+        if size is not None and (low != size or high != size):
+            what = "steps" if depth == 0 else "values per step"
+            raise ShapeError(f"{path}: column '{name}' holds sequences of {low}..{high} {what}, expected {expected}")
+        array = pa.compute.list_flatten(array)
+    _refuse_nulls(array, path, name)
+    return length
+
+
+def _check_output(source: Path, output: Path, kind: str, folder_of_npy: bool) -> None:
     src, out = source.resolve(), output.resolve()
+    if kind == "npy" and not folder_of_npy and output.is_dir():
+        raise InputError(f"output {output} is a folder; the output of one .npy file is a .npy file")
+    if kind == "parquet" or folder_of_npy:
+        if output.exists() and not output.is_dir():
+            raise InputError(f"output {output} is a file; the output of {source} is a folder")
     if out == src or (src.is_dir() and src in out.parents) or (out.is_dir() and out in src.parents):
         raise InputError(f"output {output} would overwrite or sit inside the input {source}; choose another")
-    if kind == "npy" and not source.is_dir() and output.is_dir():
-        raise InputError(f"output {output} is a folder; the output of one .npy file is a .npy file")
     if not out.parent.is_dir():
         raise InputError(f"cannot write {output}: its folder does not exist")
 
 
-def _claim(work: Path, fingerprint: dict, overwrite: bool, kind: str) -> None:
+def _claim(work: Path, fingerprint: dict, overwrite: bool) -> None:
     """Make the work folder ours: new, resumed (same job), or cleared (`overwrite`)."""
     manifest = work / MANIFEST
     fingerprint = json.loads(json.dumps(fingerprint))  # compared as read back: tuples become lists

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class Summary:
 
 def score(model, source, output, engine: str = "local", address: str | None = None, workers: int | None = None,
           batch_size: int = 8192, window: int | None = None, stride: int = 1, columns: list[str] | None = None,
-          keys: list[str] | None = None, overwrite: bool = False,
+          keys: list[str] | None = None, overwrite: bool = False, model_by_path: bool = False,
           progress: Callable[[int, int], None] | None = None) -> Summary:
     """Score every sequence (or window) of `source` with `model` and write the predictions to `output`.
 
@@ -50,7 +51,8 @@ def score(model, source, output, engine: str = "local", address: str | None = No
     ``.npy`` file [sequences, steps, features] (or a series [steps, features] with `window`), a
     folder of them, or a Parquet dataset; `output` is of the same kind. `engine` is ``local``
     (threads in this process), ``dask`` or ``ray``: a cluster at `address`, else one started
-    here with `workers` processes (default: one per core). `progress(sequences, total)` is called
+    here with `workers` processes (default: one per core). Workers get the model's bytes, or with
+    `model_by_path` read the ``.elstm`` at its path (storage they all see). `progress(sequences, total)` is called
     as parts finish (and once at the start with the sequences an earlier run already scored).
     """
     if engine not in ENGINES:
@@ -62,7 +64,7 @@ def score(model, source, output, engine: str = "local", address: str | None = No
     if address and workers:
         raise InputError("--workers sizes a cluster started here; the cluster at --address has its own workers")
     started = time.perf_counter()
-    ref = ModelRef(model)
+    ref = ModelRef(model, by_path=model_by_path)
     job = data.plan(ref.load(), ref.digest, source, output, window=window, stride=stride,
                     batch_size=batch_size, columns=columns, keys=keys, overwrite=overwrite)
     tasks = job.pending()
@@ -132,6 +134,10 @@ class _Local:
         return handle.result()
 
 
+def _same(model: ModelRef) -> ModelRef:
+    return model
+
+
 def _need(module: str, extra: str):
     try:
         return __import__(module, fromlist=["_"])
@@ -169,7 +175,8 @@ class _Dask:
         self._stack.close()
 
     def share(self, model: ModelRef) -> None:
-        self.model = self.client.scatter(model, broadcast=True)
+        # a task's result, not scattered data: if every worker holding it dies, Dask computes it again
+        self.model = self.client.submit(_same, model, key=f"edgelstm-model-{self._run}", pure=False)
 
     def submit(self, layout, task):
         return self.client.submit(score_part, self.model, layout, task, key=f"edgelstm-part-{self._run}-{task.index}",
@@ -183,6 +190,18 @@ class _Dask:
         return handle.result()
 
 
+def _refuse_silent_address(address: str | None) -> None:
+    """EdgeLSTMError when a ``host:port`` address does not accept connections: ray.init would
+    wait for it without end. Other forms (``auto``, ``ray://...``) are left to Ray."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise EdgeLSTMError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
 class _Ray:
     """A Ray cluster: the one at `address` (or already started here), or a local one with `workers` CPUs."""
 
@@ -194,6 +213,7 @@ class _Ray:
         self.ray = ray = _need("ray", "ray")
         self.started = not ray.is_initialized()
         if self.started:
+            _refuse_silent_address(self.address)
             try:
                 ray.init(address=self.address, num_cpus=None if self.address else self.workers,
                          include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
@@ -228,16 +248,19 @@ def _predict_block(block: np.ndarray, model: ModelRef) -> np.ndarray:
         return model.load().predict(block, batch_size=CHUNK)
 
 
-def predict_dask(model, array, backend: str = "cpu"):
+def predict_dask(model, array, backend: str = "cpu", by_path: bool = False):
     """Predictions for a dask array of sequences [n, steps, features] (or [n, steps] token ids),
     as a lazy dask array [n, *output] chunked like its first axis (`map_blocks`).
 
-    `model` is an ``.elstm`` path or bytes; each worker process loads it once. The shape is
-    checked here, before anything is scheduled. Blocks run with one numba thread each: Dask's
-    threads (or worker processes) are the parallelism.
+    `model` is an ``.elstm`` path or bytes: one key of the graph that every block depends on, so
+    a worker receives it once (with `by_path`, only the path: workers read the file), and each
+    worker process loads it once. The shape is checked here, before anything is scheduled.
+    Blocks run with one numba thread each: Dask's threads (or worker processes) are the parallelism.
     """
     da = _need("dask.array", "dask")
-    ref = ModelRef(model, backend=backend)
+    import dask
+
+    ref = ModelRef(model, backend=backend, by_path=by_path)
     loaded = ref.load()
     expected = (None,) + tuple(loaded.input_shape)
     if array.ndim != len(expected) or any(d is not None and d != g for d, g in zip(expected[1:], array.shape[1:])):
@@ -248,7 +271,9 @@ def predict_dask(model, array, backend: str = "cpu"):
     array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
     probe = loaded.predict(np.zeros((1,) + array.shape[1:], loaded.input_dtype))
     grow = probe.ndim - array.ndim
-    return da.map_blocks(_predict_block, array, ref, dtype=np.float32,
+    shared = dask.delayed(ref, traverse=False)
+    return da.map_blocks(_predict_block, array, shared, dtype=np.float32,
+                         meta=np.empty((0,) * probe.ndim, np.float32),  # not found by calling it on a Delayed
                          chunks=(array.chunks[0],) + tuple((d,) for d in probe.shape[1:]),
                          drop_axis=list(range(probe.ndim, array.ndim)) if grow < 0 else [],
                          new_axis=list(range(array.ndim, probe.ndim)) if grow > 0 else None)
