@@ -145,12 +145,16 @@ def _need(module: str, extra: str):
         raise InputError(f"the {extra} engine needs its extra: pip install 'edgelstm[{extra}]'") from None
 
 
-class _Dask:
-    """A Dask cluster: the one at `address`, or a local one of `workers` processes with one thread each."""
+class _Cluster:
+    """An engine of worker processes: a cluster at `address`, or one of `workers` started here."""
 
     def __init__(self, address, workers):
         self.address, self.workers = address, workers or _default_workers()
-        self.slots = self.workers
+        self.slots = self.workers  # until the cluster says how many it has
+
+
+class _Dask(_Cluster):
+    """A Dask cluster: the one at `address`, or a local one of `workers` processes with one thread each."""
 
     def __enter__(self):
         distributed = _need("distributed", "dask")
@@ -202,12 +206,8 @@ def _refuse_silent_address(address: str | None) -> None:
         raise EdgeLSTMError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
-class _Ray:
+class _Ray(_Cluster):
     """A Ray cluster: the one at `address` (or already started here), or a local one with `workers` CPUs."""
-
-    def __init__(self, address, workers):
-        self.address, self.workers = address, workers or _default_workers()
-        self.slots = self.workers
 
     def __enter__(self):
         self.ray = ray = _need("ray", "ray")
