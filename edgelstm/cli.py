@@ -437,8 +437,13 @@ def score(model, source, output, engine, address, workers, batch_size, window, s
                               batch_size=batch_size, window=window, stride=stride, columns=_names(columns),
                               keys=_names(keys), overwrite=overwrite, model_by_path=model_by_path,
                               progress=progress)
+    parts = f"{summary.parts} part{'s' if summary.parts != 1 else ''}"
+    if summary.resumed == summary.parts:
+        click.echo(f"Nothing to do: {summary.output} already holds all {summary.sequences:,} predictions ({parts})",
+                   err=True)
+        return
     resumed = f", {summary.resumed} of them from an earlier run" if summary.resumed else ""
-    click.echo(f"Wrote {summary.output}: {summary.sequences:,} predictions in {summary.parts} parts{resumed}; "
+    click.echo(f"Wrote {summary.output}: {summary.sequences:,} predictions in {parts}{resumed}; "
                f"{summary.engine} engine, {summary.workers} workers, {summary.seconds:.1f} s "
                f"({summary.sequences / max(summary.seconds, 1e-9):,.0f} sequences/s)", err=True)
 

@@ -353,6 +353,10 @@ def test_cli_scores_with_progress_and_a_summary(tmp_path, model_file, model):
     assert result.exit_code == 0, result.output
     assert "scoring" in result.output and "60 predictions in 3 parts; local engine" in result.output
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected(model, x, 25))
+    pq.write_table(sequence_table(x), tmp_path / "x.parquet")
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["score", model_file, str(tmp_path / "x.parquet"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0 and "Nothing to do: " in result.output and "all 60 predictions (1 part)" in result.output
 
 
 def test_cli_errors_are_one_line(tmp_path, model_file, monkeypatch):
