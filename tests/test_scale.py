@@ -470,3 +470,17 @@ def test_ray_predictor_maps_batches_once_per_actor(model_file, model, ray_sessio
     np.testing.assert_allclose(got, model.predict(x), atol=1e-6)
     with pytest.raises(InputError, match="no column 'values'"):
         scale.RayPredictor(model_file, column="values")({"data": x})
+
+
+@pytest.mark.parametrize("batch_format", ["numpy", "pyarrow"])
+def test_ray_predictor_reads_parquet_list_columns(tmp_path, model_file, model, ray_session, batch_format):
+    import ray.data
+
+    x = rng.normal(size=(30, STEPS, FEATURES)).astype(np.float32)
+    pq.write_table(sequence_table(x), tmp_path / "in.parquet")
+    rows = ray.data.read_parquet(str(tmp_path / "in.parquet")).map_batches(
+        scale.RayPredictor, fn_constructor_args=(model_file,), fn_constructor_kwargs={"column": "sequence"},
+        concurrency=1, batch_size=16, batch_format=batch_format).take_all()
+    got = {row["id"]: np.asarray(row["prediction"]) for row in rows}
+    np.testing.assert_allclose(np.stack([got[i] for i in range(30)]), model.predict(x), atol=1e-6)
+    assert {row["site"] for row in rows} == {"s0", "s1", "s2", "s3"}

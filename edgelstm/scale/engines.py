@@ -286,17 +286,38 @@ class RayPredictor:
                        batch_format="numpy")
 
     The batch's `column` (Ray's ``data`` for datasets made by ``from_numpy``) holds the sequences;
-    the predictions are added as `output_column`, the other columns kept beside them.
+    the predictions are added as `output_column`, the other columns kept beside them. Batches
+    come as numpy (a tensor column, or the object arrays Ray makes of list columns) or, faster for
+    Parquet list columns, as pyarrow tables (``batch_format="pyarrow"``).
     """
 
     def __init__(self, model, column: str = "data", output_column: str = data.PREDICTION, backend: str = "cpu"):
         self.model = ModelRef(model, backend=backend).load()
         self.column, self.output_column = column, output_column
 
-    def __call__(self, batch: dict) -> dict:
-        if self.column not in batch:
-            raise InputError(f"the batch has no column '{self.column}'; its columns: {', '.join(batch)}")
+    def __call__(self, batch):
+        names = list(batch) if isinstance(batch, dict) else batch.column_names
+        if self.column not in names:
+            raise InputError(f"the batch has no column '{self.column}'; its columns: {', '.join(names)}")
+        if isinstance(batch, dict):
+            x = _dense(batch[self.column], self.column)
+        else:
+            column = batch.column(self.column).combine_chunks()
+            x = data._list_values(getattr(column, "storage", column), self.column)
+            x = x.reshape((batch.num_rows, -1) + tuple(self.model.input_shape[1:]))
         with one_thread():
-            predictions = self.model.predict(np.asarray(batch[self.column]), batch_size=CHUNK)
-        return {**batch, self.output_column: predictions}
+            predictions = self.model.predict(x, batch_size=CHUNK)
+        if isinstance(batch, dict):
+            return {**batch, self.output_column: predictions}
+        return batch.append_column(self.output_column, data._prediction_column(data._pyarrow(), predictions))
 
+
+def _dense(values, name: str) -> np.ndarray:
+    """A numeric array from Ray's numpy view of a list column: object arrays of arrays, nested."""
+    values = np.asarray(values)
+    if values.dtype != object:
+        return values
+    items = [_dense(item, name) for item in values]
+    if len({item.shape for item in items}) > 1:
+        raise ShapeError(f"column '{name}' holds sequences of different shapes; a batch needs one")
+    return np.stack(items) if items else np.empty(0, np.float32)
