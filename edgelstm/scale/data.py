@@ -173,6 +173,10 @@ class Job:
     def total(self) -> int:
         return sum(self.counts)
 
+    @property
+    def parts(self) -> int:
+        return sum(-(-count // self.batch_size) for count in self.counts)
+
     def tasks(self) -> Iterator[Task]:
         """Every part, in input order."""
         index = 0
@@ -195,7 +199,7 @@ class Job:
             return
         tasks = iter(self.tasks())
         for output, count in zip(self.outputs, self.counts):
-            parts = [next(tasks) for _ in range(-(-count // self.batch_size))]
+            parts = [next(tasks) for _ in range(-(-count // self.batch_size))]  # this file's parts
             _concatenate_npy([task.destination for task in parts], output)
         shutil.rmtree(self.work)
 

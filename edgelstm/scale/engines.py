@@ -52,8 +52,8 @@ def score(model, source, output, engine: str = "local", address: str | None = No
     folder of them, or a Parquet dataset; `output` is of the same kind. `engine` is ``local``
     (threads in this process), ``dask`` or ``ray``: a cluster at `address`, else one started
     here with `workers` processes (default: one per core). Workers get the model's bytes, or with
-    `model_by_path` read the ``.elstm`` at its path (storage they all see). `progress(sequences, total)` is called
-    as parts finish (and once at the start with the sequences an earlier run already scored).
+    `model_by_path` read the ``.elstm`` at its path (storage they all see). `progress(sequences,
+    total)` is called as parts finish (and once at the start with those an earlier run scored).
     """
     if engine not in ENGINES:
         raise InputError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
@@ -68,7 +68,7 @@ def score(model, source, output, engine: str = "local", address: str | None = No
     job = data.plan(ref.load(), ref.digest, source, output, window=window, stride=stride,
                     batch_size=batch_size, columns=columns, keys=keys, overwrite=overwrite)
     tasks = job.pending()
-    parts = sum(-(-count // batch_size) for count in job.counts)
+
     def report(rows):
         if progress:
             progress(rows, job.total)
@@ -79,7 +79,7 @@ def score(model, source, output, engine: str = "local", address: str | None = No
             runner.share(ref)
             _drive(runner, job.layout, tasks, report)
     job.finish()
-    return Summary(str(output), job.total, parts, parts - len(tasks), engine, runner.slots,
+    return Summary(str(output), job.total, job.parts, job.parts - len(tasks), engine, runner.slots,
                    time.perf_counter() - started)
 
 
@@ -135,6 +135,7 @@ class _Local:
 
 
 def _same(model: ModelRef) -> ModelRef:
+    """The model as a task's result (see `_Dask.share`)."""
     return model
 
 
