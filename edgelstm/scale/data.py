@@ -206,15 +206,14 @@ class Job:
 
 def _concatenate_npy(parts: list[str], output: str) -> None:
     """Join .npy parts along the first axis into `output`, atomically, one part in memory at a time."""
-    first = np.load(parts[0], mmap_mode="r")
-    rows = sum(np.load(part, mmap_mode="r").shape[0] for part in parts)
-    header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
-              "shape": (rows,) + first.shape[1:]}
+    arrays = [np.load(part, mmap_mode="r") for part in parts]  # mapped, not read
+    header = {"descr": np.lib.format.dtype_to_descr(arrays[0].dtype), "fortran_order": False,
+              "shape": (sum(a.shape[0] for a in arrays),) + arrays[0].shape[1:]}
 
     def write(f):
         np.lib.format.write_array_header_2_0(f, header)
-        for part in parts:
-            f.write(np.ascontiguousarray(np.load(part, mmap_mode="r")).tobytes())
+        for array in arrays:
+            f.write(np.ascontiguousarray(array).data)
     atomic_write(output, write)
 
 
@@ -266,8 +265,8 @@ def plan(model, model_digest: str, source: str | os.PathLike, output: str | os.P
             raise InputError(f"{present[0]} exists (from an earlier run?); pass --overwrite to replace it")
     job = Job(layout, [str(path) for path in files], counts, outputs, work, batch_size)
     fingerprint = {"model": model_digest, "layout": asdict(layout), "batch_size": batch_size,
-                   "inputs": [[str(Path(path).resolve()), os.stat(path).st_size, os.stat(path).st_mtime_ns]
-                              for path in files]}
+                   "inputs": [[str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+                              for path, stat in ((path, os.stat(path)) for path in files)]}
     _claim(work, fingerprint, overwrite)
     if folder_of_npy:
         output.mkdir(exist_ok=True)
