@@ -206,15 +206,15 @@ def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
         elif w.dtype != np.float32:
             w = w.astype(np.float32)
         ready[name] = w
+    if layer.kind == "lstm":
+        ready.setdefault("peephole", np.zeros(0, np.float32))  # none: the kernels take an empty one
     return ready
 
 
-def _build_op(layer: Layer, k) -> _Op:
-    """The closure that runs `layer` with the kernel module `k`."""
-    a, w, name = layer.attrs, kernel_weights(layer), layer.name
+def _build_op(layer: Layer, w: dict, k) -> _Op:
+    """The closure that runs `layer` with its `kernel_weights` w and the kernel module `k`."""
+    a, name = layer.attrs, layer.name
     act = activations.CODES.get(a.get("activation", "linear"))
-    if layer.kind == "lstm":
-        w.setdefault("peephole", np.zeros(0, np.float32))
     if k.ON_DEVICE:
         if layer.kind in RECURRENT_KINDS and a["units"] > k.MAX_UNITS:
             raise BackendError(f"layer '{name}' has {a['units']} units; the cuda backend runs recurrent layers of up "
@@ -397,8 +397,10 @@ class Model:
         self.graph = graph
         # values and masks travel in lists by layer position: no name lookups on the per-step path
         position = {layer.name: i for i, layer in enumerate(graph.layers)}
-        self._ops = [(layer, mask_rule(layer), _build_op(layer, kernels), [position[s] for s in layer.inputs])
-                     for layer in graph.layers[1:]]
+        weights = [kernel_weights(layer) for layer in graph.layers[1:]]
+        self._ops = [(layer, mask_rule(layer), _build_op(layer, w, kernels), [position[s] for s in layer.inputs])
+                     for layer, w in zip(graph.layers[1:], weights)]
+        self._host_weights = None if kernels.ON_DEVICE else weights  # for `Stream`'s one-call step
         self._output = position[graph.output]
         # token ids can only come from the input: checked there, on the host, against the smallest table
         tables = [(layer.weights["embeddings"].shape[0], layer.name) for layer in graph.layers
@@ -512,6 +514,53 @@ def refuse_non_finite(x: np.ndarray) -> None:
                          f"index {first}); clean the data, or leave out the finite check to let them propagate")
 
 
+def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram | None:
+    """The model's stream step as one `cpu.StepProgram` call over the workspace's states, or None
+    where the layer-by-layer path runs it: another backend, a batch large enough for threads, int8
+    matrices, masks, causal convolutions, or a merge of many inputs."""
+    if model._kernels is not cpu or batch > cpu.STEP_PROGRAM_MAX_BATCH:
+        return None
+    ids = model.input_dtype.kind == "i"
+    if ids and model._id_limit is None:  # token ids that no embedding takes
+        return None
+    program = cpu.StepProgram(batch, None if ids else model.input_shape[1], model._id_limit[0] if ids else 0)
+    slots = [program.input]
+    for (layer, _, _, sources), w in zip(model._ops, model._host_weights):
+        a, src = layer.attrs, slots[sources[0]]
+        if not all(isinstance(v, np.ndarray) for v in w.values()):
+            return None
+        if ids and program.input in [slots[i] for i in sources] and layer.kind != "embedding":
+            return None
+        act = activations.CODES.get(a.get("activation", "linear"))
+        if layer.kind in RECURRENT_KINDS:  # forward ones: `Stream` refuses the others
+            lstm = layer.kind == "lstm"
+            states = ws.state(layer, batch, 2 if lstm else 1)
+            acts = (act, activations.CODES.get(a.get("recurrent_activation", "sigmoid")),
+                    activations.CODES[a["output_activation"]] if lstm else act)
+            slots.append(program.recurrent(layer.kind, src, w, acts, bool(a.get("reset_after", False)),
+                                           bool(a.get("input_forget", False)), float(a.get("clip", 0.0)),
+                                           states[0], states[1] if lstm else None))
+        elif layer.kind == "dense":
+            slots.append(program.dense(src, w["kernel"], w["bias"], act))
+        elif layer.kind == "activation":
+            slots.append(program.activation(src, layer.shape[-1], act))
+        elif layer.kind == "embedding" and not a["mask_zero"]:
+            slots.append(program.embedding(src, w["embeddings"]))
+        elif layer.kind == "batch_norm":
+            slots.append(program.batch_norm(src, w["scale"], w["offset"]))
+        elif layer.kind == "layer_norm":
+            slots.append(program.layer_norm(src, w["gamma"], w["beta"], float(a["epsilon"])))
+        elif layer.kind == "merge" and len(sources) <= cpu.STEP_PROGRAM_MAX_MERGE:
+            code = cpu.MERGE_CONCATENATE if a["op"] == "concatenate" else _MERGE_CODES[a["op"]]
+            slots.append(program.merge([slots[i] for i in sources], code))
+        elif layer.kind == "take_step":  # the newest step (`Stream` refuses others): the step fed
+            slots.append(src)
+        else:
+            return None
+    program.finish(slots[model._output])
+    return program
+
+
 class Stream:
     """Step-by-step inference for `batch` sequences; recurrent state is kept between `step` calls.
 
@@ -542,6 +591,7 @@ class Stream:
         self._ws = _Workspace(model._kernels, streaming=True)
         self._step_shape = (batch,) + tuple(model.input_shape[1:])
         self._step_dtype = np.int64 if model.input_dtype.kind == "i" else np.float32
+        self._program = _step_program(model, self._ws, batch)
 
     def step(self, x_t, check_finite: bool = False) -> np.ndarray:
         """Advance every sequence by one step: x_t [batch, features] (or [batch] token ids).
@@ -551,11 +601,15 @@ class Stream:
             x = x_t  # already what the kernels take: skip the checks (they cost as much as a small step)
         else:
             x = self.model.prepare_input(x_t, sequence=False)
-        if x.shape[0] != self.batch:
-            raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
+            if x.shape[0] != self.batch:
+                raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
         if check_finite:
             refuse_non_finite(x)
-        return self.model._run(x[:, None], self._ws)[:, 0]
+        if self._program is None:
+            return self.model._run(x[:, None], self._ws)[:, 0]
+        if self._program.run(x) >= 0:  # a token id out of range: nothing ran
+            self.model._check_ids(x)  # raises, naming it
+        return self._program.output.copy()
 
     def step_many(self, x_chunk, check_finite: bool = False) -> np.ndarray:
         """Advance every sequence by several steps at once: x_chunk [batch, steps, features] (or

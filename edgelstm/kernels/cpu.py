@@ -11,7 +11,8 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from . import activations as A
 from . import blas
@@ -24,7 +25,9 @@ __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", 
            "global_pool1d", "batch_norm", "layer_norm",
            # data movement and masks, shared with the reference backend:
            "ON_DEVICE", "empty", "to_host", "assign", "reverse", "repeat", "take_step", "concatenate", "shift_in", "nonzero",
-           "combine_masks"]
+           "combine_masks",
+           # a stream's whole step as one call:
+           "StepProgram", "STEP_PROGRAM_MAX_BATCH", "STEP_PROGRAM_MAX_MERGE", "MERGE_CONCATENATE"]
 
 # nogil: predictions from several Python threads run side by side (`edgelstm score`'s local engine)
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -304,57 +307,71 @@ def _gru_update(xz, hz, h, act, rec_act, reset_after):
 
 
 @njit(**_jit)
+def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
+               peephole, out_act, clip, input_forget, h, c, xz, hz, rh, scratch):
+    """One step of a cell for rows x_t [rows, I] with states h [rows, units] (and an LSTM's c),
+    updated in place where `live` [rows] is true (a masked row keeps its state, by Keras's rule).
+
+    The gate sums are one matrix product for all rows (bias + x_t @ kernel + h @ recurrent_kernel);
+    xz [rows, gates * units] and, for a GRU, hz (the same shape) and rh ([rows, units] unless
+    reset_after) are the caller's work arrays.
+    """
+    rows, units, width = x_t.shape[0], h.shape[1], bias.shape[0]
+    for i in range(rows):
+        xz[i, :] = bias
+    _product(xz, x_t, kernel, scratch, 0, width)
+    if cell == _GRU:
+        for i in range(rows):
+            hz[i, :] = recurrent_bias
+        _product(hz, h, recurrent_kernel, scratch, 0, width if reset_after else 2 * units)
+        if not reset_after:  # the candidate's recurrent product sees r * h
+            for i in range(rows):
+                rh[i, :] = xz[i, units:2 * units] + hz[i, units:2 * units]
+                _activate(rec_act, rh[i], 0, units)
+                for j in range(units):
+                    rh[i, j] *= h[i, j]
+            _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units)
+    else:
+        _product(xz, h, recurrent_kernel, scratch, 0, width)
+    plain = peephole.shape[0] == 0 and clip <= 0.0 and not input_forget
+    for i in range(rows):
+        if not live[i]:
+            continue
+        if cell == _GRU:
+            _gru_update(xz[i], hz[i], h[i], act, rec_act, reset_after)
+        elif cell == _RNN:
+            _activate(act, xz[i], 0, units)
+            h[i, :] = xz[i]
+        elif plain:
+            _lstm_update(xz[i], h[i], c[i], act, rec_act, out_act)
+        else:
+            _lstm_update_general(xz[i], h[i], c[i], act, rec_act, out_act, peephole, clip, input_forget)
+
+
+@njit(**_jit)
 def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
                    reset_after, peephole, out_act, clip, input_forget, go_backwards, return_sequences,
                    zero_output_for_mask, h, c, out):
-    """Run a cell over the sequences lo..hi of x [B, T, I], all rows together step by step.
-
-    Each step's gate sums are one matrix product for all rows (bias + x_t @ kernel +
-    h @ recurrent_kernel); masked rows keep their state by Keras's rule.
-    """
+    """Run a cell over the sequences lo..hi of x [B, T, I], all rows together step by step."""
     steps, rows, units = x.shape[1], hi - lo, h.shape[1]
     width = bias.shape[0]
     hb = h[lo:hi]
+    cb = c[lo:hi]  # a cell without one gets _NONE: never indexed
     xz = np.empty((rows, width), np.float32)
     hz = np.empty((rows, width if cell == _GRU else 0), np.float32)
     rh = np.empty((rows, units if cell == _GRU and not reset_after else 0), np.float32)
-    plain = peephole.shape[0] == 0 and clip <= 0.0 and not input_forget
     scratch = _scratch(kernel, recurrent_kernel, rows, max(x.shape[2], units), width)
     for s in range(steps):
         t = steps - 1 - s if go_backwards else s
-        for i in range(rows):
-            xz[i, :] = bias
-        _product(xz, x[lo:hi, t], kernel, scratch, 0, width)
-        if cell == _GRU:
+        live = mask[lo:hi, t]
+        _cell_step(cell, x[lo:hi, t], live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
+                   reset_after, peephole, out_act, clip, input_forget, hb, cb, xz, hz, rh, scratch)
+        if return_sequences:
             for i in range(rows):
-                hz[i, :] = recurrent_bias
-            _product(hz, hb, recurrent_kernel, scratch, 0, width if reset_after else 2 * units)
-            if not reset_after:  # the candidate's recurrent product sees r * h
-                for i in range(rows):
-                    rh[i, :] = xz[i, units:2 * units] + hz[i, units:2 * units]
-                    _activate(rec_act, rh[i], 0, units)
-                    for j in range(units):
-                        rh[i, j] *= hb[i, j]
-                _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units)
-        else:
-            _product(xz, hb, recurrent_kernel, scratch, 0, width)
-        for i in range(rows):
-            b = lo + i
-            if mask[b, t]:
-                if cell == _GRU:
-                    _gru_update(xz[i], hz[i], hb[i], act, rec_act, reset_after)
-                elif cell == _RNN:
-                    _activate(act, xz[i], 0, units)
-                    hb[i, :] = xz[i]
-                elif plain:
-                    _lstm_update(xz[i], hb[i], c[b], act, rec_act, out_act)
+                if live[i] or not zero_output_for_mask:
+                    out[lo + i, s, :] = hb[i]
                 else:
-                    _lstm_update_general(xz[i], hb[i], c[b], act, rec_act, out_act, peephole, clip, input_forget)
-            if return_sequences:
-                if mask[b, t] or not zero_output_for_mask:
-                    out[b, s, :] = hb[i]
-                else:
-                    out[b, s, :] = 0.0
+                    out[lo + i, s, :] = 0.0
     if not return_sequences:
         for i in range(rows):
             out[lo + i, 0, :] = hb[i]
@@ -403,6 +420,226 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
               go_backwards, return_sequences, zero_output_for_mask, h, _NONE, out)
 
 
+# A stream's step for a small batch as one compiled call. Calling the layer kernels one by one costs
+# about as much as the step's maths at hidden 128 (argument unboxing, scratch arrays, the runtime's
+# Python per layer; bench/RESULTS.md, "Streaming"), so `StepProgram` lists the layers as rows of an
+# int64 table and their arrays by address, and `StepProgram.run` runs the whole table in one call of
+# three arguments. Every op calls the same helpers as the whole-sequence kernels, so a step's
+# outputs are bit-identical to theirs.
+
+_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_RECURRENT = range(7)
+_OP_FIELDS = 23
+MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
+STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
+STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches use sgemm and threads: the layer kernels pay off
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """An int64 address as a void pointer, for numba.carray."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(types.int64), codegen
+
+
+@njit(**_jit)
+def _matrix(addresses, index, rows, cols):
+    return numba.carray(_pointer(addresses[index]), (rows, cols), np.float32)
+
+
+@njit(**_jit)
+def _vector(addresses, index, length):
+    return numba.carray(_pointer(addresses[index]), length, np.float32)
+
+
+@njit(**_jit)
+def _run_program(program, addresses, batch):
+    """Run the ops of a `StepProgram` table in order (row 0 is its header); each op row:
+    [op, dst, src, fields...]."""
+    live = numba.carray(_pointer(addresses[1]), batch, np.bool_)
+    scratch = _scratch(_NONE, _NONE, 0, 0, 0)  # float32 weights only: no int8 work arrays
+    for n in range(1, program.shape[0]):
+        p = program[n]
+        op, dst, src = p[0], p[1], p[2]
+        if op == _OP_DENSE:  # inputs, units, kernel, bias, activation
+            _dense_rows(_matrix(addresses, src, batch, p[3]), _matrix(addresses, p[5], p[3], p[4]),
+                        _vector(addresses, p[6], p[4]), p[7], _matrix(addresses, dst, batch, p[4]))
+        elif op == _OP_ACTIVATION:  # width, activation
+            x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
+            for i in range(batch):
+                out[i, :] = x[i, :]
+                _activate_row(out[i], p[4])
+        elif op == _OP_EMBEDDING:  # table rows, width, table
+            ids = numba.carray(_pointer(addresses[src]), batch, np.int64)
+            table, out = _matrix(addresses, p[5], p[3], p[4]), _matrix(addresses, dst, batch, p[4])
+            for i in range(batch):
+                out[i, :] = table[ids[i]]
+        elif op == _OP_BATCH_NORM:  # width, scale, offset
+            x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
+            for i in range(batch):
+                _batch_norm_row(x[i], _vector(addresses, p[4], p[3]), _vector(addresses, p[5], p[3]), out[i])
+        elif op == _OP_LAYER_NORM:  # width, gamma, beta, epsilon (float64 bits)
+            x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
+            for i in range(batch):
+                _layer_norm_row(x[i], _vector(addresses, p[4], p[3]), _vector(addresses, p[5], p[3]),
+                                program[n, 6:7].view(np.float64)[0], out[i])
+        elif op == _OP_MERGE:  # width, merge code, inputs, then (index, width) of each after the first
+            out, code, count = _matrix(addresses, dst, batch, p[3]), p[4], p[5]
+            if code == MERGE_CONCATENATE:
+                column = 0
+                for k in range(count):
+                    width = p[7 + 2 * k]
+                    out[:, column:column + width] = _matrix(addresses, p[6 + 2 * k], batch, width)
+                    column += width
+            else:
+                flat = _vector(addresses, dst, batch * p[3])
+                flat[:] = _vector(addresses, p[6], batch * p[3])
+                for k in range(1, count):
+                    _merge_in(flat, _vector(addresses, p[6 + 2 * k], batch * p[3]), code)
+                if code == MERGE_AVERAGE:
+                    flat /= count
+        else:  # recurrent, fields as in StepProgram.recurrent
+            cell, inputs, units, width = p[3], p[4], p[5], p[6]
+            gru, reset_after = cell == _GRU, p[20] != 0
+            _cell_step(cell, _matrix(addresses, src, batch, inputs), live,
+                       _matrix(addresses, p[7], inputs, width), _matrix(addresses, p[8], units, width),
+                       _vector(addresses, p[9], width), _vector(addresses, p[10], width if gru else 0),
+                       p[17], p[18], reset_after, _vector(addresses, p[11], p[12]), p[19],
+                       program[n, 22:23].view(np.float64)[0], p[21] != 0,
+                       _matrix(addresses, dst, batch, units),
+                       _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
+                       _matrix(addresses, p[14], batch, width),
+                       _matrix(addresses, p[15], batch, width if gru else 0),
+                       _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch)
+
+
+_WRONG_SHAPE = -2
+
+
+@njit(**_jit)
+def _step_floats(program, addresses, x):
+    batch, width = program[0, 0], program[0, 1]
+    if x.shape[0] != batch or x.shape[1] != width:
+        return _WRONG_SHAPE
+    _matrix(addresses, 0, batch, width)[:, :] = x
+    _run_program(program, addresses, batch)
+    return -1
+
+
+@njit(**_jit)
+def _step_ids(program, addresses, ids):
+    batch, limit = program[0, 0], program[0, 2]
+    if ids.shape[0] != batch:
+        return _WRONG_SHAPE
+    for i in range(batch):  # checked before anything runs: a bad id leaves the state as it was
+        if ids[i] < 0 or ids[i] >= limit:
+            return i
+    numba.carray(_pointer(addresses[0]), batch, np.int64)[:] = ids
+    _run_program(program, addresses, batch)
+    return -1
+
+
+_CELLS = {"lstm": _LSTM, "gru": _GRU, "rnn": _RNN}
+
+
+def _bits(value: float) -> int:
+    """A float64 as the int64 of its bits: how a table row holds a float (read back with .view)."""
+    return int(np.float64(value).view(np.int64))
+
+
+class StepProgram:
+    """A stream's step as one compiled call, built layer by layer (see `_run_program`).
+
+    It holds every array its table points into (weights, the stream's states, work arrays and
+    each layer's output), so the addresses stay valid while it lives. Each method adds one op and
+    returns the index of that op's output [batch, width], which later ops take as `src`.
+    """
+
+    def __init__(self, batch: int, input_width: int | None, id_limit: int = 0):
+        """input_width: features per step; None when the input is token ids [batch] < id_limit."""
+        self.batch = batch
+        self._arrays = []
+        self._rows = [[batch, input_width or 0, id_limit] + [0] * (_OP_FIELDS - 3)]  # the header
+        self._step = _step_ids if input_width is None else _step_floats
+        self.input = self._hold(np.zeros(batch, np.int64) if input_width is None
+                                else np.zeros((batch, input_width), np.float32))
+        self._hold(np.ones(batch, np.bool_))  # index 1: every row steps (a stream step has no mask)
+        self._table = self._addresses = self.output = None
+
+    def _hold(self, array: np.ndarray) -> int:
+        if not array.flags.c_contiguous:
+            raise ValueError("a StepProgram points into C-contiguous arrays only")
+        self._arrays.append(array)
+        return len(self._arrays) - 1
+
+    def _weights(self, array: np.ndarray) -> int:
+        return self._hold(np.ascontiguousarray(array, np.float32))  # no copy for the usual float32 weights
+
+    def _add(self, op: int, width: int, src: int, *fields) -> int:
+        dst = self._hold(np.zeros((self.batch, width), np.float32))
+        self._rows.append([op, dst, src, *fields] + [0] * (_OP_FIELDS - 3 - len(fields)))
+        return dst
+
+    def dense(self, src: int, kernel: np.ndarray, bias: np.ndarray, act: int) -> int:
+        rows, cols = kernel.shape
+        return self._add(_OP_DENSE, cols, src, rows, cols, self._weights(kernel), self._weights(bias), act)
+
+    def activation(self, src: int, width: int, act: int) -> int:
+        return self._add(_OP_ACTIVATION, width, src, width, act)
+
+    def embedding(self, src: int, table: np.ndarray) -> int:
+        rows, cols = table.shape
+        return self._add(_OP_EMBEDDING, cols, src, rows, cols, self._weights(table))
+
+    def batch_norm(self, src: int, scale: np.ndarray, offset: np.ndarray) -> int:
+        width = scale.shape[0]
+        return self._add(_OP_BATCH_NORM, width, src, width, self._weights(scale), self._weights(offset))
+
+    def layer_norm(self, src: int, gamma: np.ndarray, beta: np.ndarray, epsilon: float) -> int:
+        width = gamma.shape[0]
+        return self._add(_OP_LAYER_NORM, width, src, width, self._weights(gamma), self._weights(beta),
+                         _bits(epsilon))
+
+    def merge(self, sources: list[int], code: int) -> int:
+        """Elementwise (a MERGE_* code) or side by side (MERGE_CONCATENATE), of at most
+        STEP_PROGRAM_MAX_MERGE inputs."""
+        widths = [self._arrays[src].shape[1] for src in sources]
+        width = sum(widths) if code == MERGE_CONCATENATE else widths[0]
+        pairs = [field for pair in zip(sources, widths) for field in pair]
+        return self._add(_OP_MERGE, width, sources[0], width, code, len(sources), *pairs)
+
+    def recurrent(self, cell: str, src: int, w: dict, acts: tuple, reset_after: bool, input_forget: bool,
+                  clip: float, h: np.ndarray, c: np.ndarray | None) -> int:
+        """A forward LSTM, GRU or simple RNN step; w: its kernel weights (float32), acts: (act,
+        rec_act, out_act) codes, h and c: the stream's state arrays, updated in place (the op's
+        output is h itself)."""
+        code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[1]
+        peephole = w.get("peephole", np.zeros(0, np.float32))
+        work = [self._hold(np.zeros((self.batch, cols), np.float32))
+                for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
+        fields = [code, inputs, units, width, self._weights(w["kernel"]), self._weights(w["recurrent_kernel"]),
+                  self._weights(w["bias"]), self._weights(w.get("recurrent_bias", w["bias"])),
+                  self._weights(peephole), peephole.shape[0], self._hold(h if c is None else c), *work, *acts,
+                  int(reset_after), int(input_forget), _bits(clip)]
+        dst = self._hold(h)
+        self._rows.append([_OP_RECURRENT, dst, src, *fields])
+        return dst
+
+    def finish(self, output: int) -> None:
+        """Fix the table; `output` is the op whose values `run` leaves in `self.output`."""
+        self._table = np.array(self._rows, np.int64).reshape(-1, _OP_FIELDS)
+        self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
+        self.output = self._arrays[output]
+
+    def run(self, x: np.ndarray) -> int:
+        """One step for x [batch, features] float32 (or [batch] int64 ids); the result is in
+        `self.output`. Returns -1, or the first row whose token id is out of range (then nothing ran)."""
+        status = self._step(self._table, self._addresses, x)
+        if status == _WRONG_SHAPE:
+            raise ValueError(f"a step takes {self._arrays[0].shape}, got {x.shape}")
+        return status
+
+
 @njit(parallel=True, **_jit)
 def embedding(ids, table, out):
     for b in prange(ids.shape[0]):
@@ -423,11 +660,16 @@ def masking(x, value, out, mask):
 
 
 @njit(**_jit)
+def _merge_in(out, x, op):
+    for i in range(out.shape[0]):
+        out[i] = out[i] * x[i] if op == MERGE_MULTIPLY else out[i] + x[i]
+
+
+@njit(**_jit)
 def merge(xs, op, out):
     out[:] = xs[0]
     for x in xs[1:]:
-        for i in range(out.shape[0]):
-            out[i] = out[i] * x[i] if op == MERGE_MULTIPLY else out[i] + x[i]
+        _merge_in(out, x, op)
     if op == MERGE_AVERAGE:
         out /= len(xs)
 
@@ -483,24 +725,34 @@ def global_pool1d(x, mask, is_max, out):
                 out[b, j] = acc / count
 
 
+@njit(**_jit)
+def _batch_norm_row(x, scale, offset, out):
+    for j in range(x.shape[0]):
+        out[j] = x[j] * scale[j] + offset[j]
+
+
 @njit(parallel=True, **_jit)
 def batch_norm(x, scale, offset, out):
     for n in prange(x.shape[0]):
-        for j in range(x.shape[1]):
-            out[n, j] = x[n, j] * scale[j] + offset[j]
+        _batch_norm_row(x[n], scale, offset, out[n])
+
+
+@njit(**_jit)
+def _layer_norm_row(x, gamma, beta, epsilon, out):
+    width = x.shape[0]
+    mean = 0.0
+    for j in range(width):
+        mean += x[j]
+    mean /= width
+    var = 0.0
+    for j in range(width):
+        var += (x[j] - mean) ** 2
+    inv = 1.0 / math.sqrt(var / width + epsilon)
+    for j in range(width):
+        out[j] = (x[j] - mean) * inv * gamma[j] + beta[j]
 
 
 @njit(parallel=True, **_jit)
 def layer_norm(x, gamma, beta, epsilon, out):
-    width = x.shape[1]
     for n in prange(x.shape[0]):
-        mean = 0.0
-        for j in range(width):
-            mean += x[n, j]
-        mean /= width
-        var = 0.0
-        for j in range(width):
-            var += (x[n, j] - mean) ** 2
-        inv = 1.0 / math.sqrt(var / width + epsilon)
-        for j in range(width):
-            out[n, j] = (x[n, j] - mean) * inv * gamma[j] + beta[j]
+        _layer_norm_row(x[n], gamma, beta, epsilon, out[n])

@@ -1,0 +1,200 @@
+"""A stream's one-call step (`cpu.StepProgram`): bit-identical to running the layers one by one,
+the same state as `step_many` and `reset`, and the layer path wherever it has no op."""
+
+import numpy as np
+import pytest
+
+import edgelstm
+from edgelstm.errors import InputError
+from edgelstm.ir import Graph, Layer
+from edgelstm.kernels import cpu
+from edgelstm.passes.quantize import quantize
+
+from .conftest import small_graph
+from .test_quantize import recurrent_graph
+
+STEPS = 6
+
+
+def _lstm_options(**attrs):
+    peephole = attrs.pop("peephole", False)
+
+    def build():
+        graph = recurrent_graph("lstm", units=12, features=5, steps=None)
+        graph.layers[1].attrs.update(attrs)
+        if peephole:
+            graph.layers[1].weights["peephole"] = np.random.default_rng(4).normal(0, 0.5, 36).astype(np.float32)
+        return graph
+    return build
+
+
+def _gru(reset_after):
+    def build():
+        graph = recurrent_graph("gru", units=10, features=5, steps=None)
+        graph.layers[1].attrs["reset_after"] = reset_after
+        return graph
+    return build
+
+
+def _initial_states():
+    graph = recurrent_graph("lstm", units=7, features=5, steps=None)
+    rng = np.random.default_rng(5)
+    graph.layers[1].weights.update(initial_h=rng.normal(size=7).astype(np.float32),
+                                   initial_c=rng.normal(size=7).astype(np.float32))
+    return graph
+
+
+def _with_activation_and_take_step():
+    """LSTM (sequences) -> take the newest step -> GRU is not possible after it, so: LSTM -> GRU ->
+    Dense -> Activation(softmax), with a take_step between the two recurrent layers' outputs."""
+    graph = small_graph(features=5)
+    graph.layers.insert(3, Layer("last", "take_step", ["gru"], {"index": -1}))
+    graph.layers[2].attrs["return_sequences"] = True
+    graph.layers[4].inputs = ["last"]
+    graph.layers[4].attrs["activation"] = "linear"
+    graph.layers.append(Layer("soft", "activation", ["head"], {"activation": "softmax"}))
+    graph.output = "soft"
+    return graph
+
+
+def _normalised():
+    """LSTM (sequences) -> LayerNormalization -> GRU -> BatchNormalization (folded) -> Dense."""
+    graph = small_graph(features=5)
+    rng = np.random.default_rng(8)
+    graph.layers.insert(2, Layer("ln", "layer_norm", ["lstm"], {"epsilon": 1e-3},
+                                 {"gamma": rng.normal(1, 0.2, 5).astype(np.float32),
+                                  "beta": rng.normal(0, 0.2, 5).astype(np.float32)}))
+    graph.layers[3].inputs = ["ln"]
+    graph.layers.insert(4, Layer("bn", "batch_norm", ["gru"], {},
+                                 {"scale": rng.normal(1, 0.2, 5).astype(np.float32),
+                                  "offset": rng.normal(0, 0.2, 5).astype(np.float32)}))
+    graph.layers[5].inputs = ["bn"]
+    return graph
+
+
+def _merged(op: str, inputs: int = 3):
+    def build():
+        """LSTM -> `inputs` Dense heads -> merged by `op` (widths differ for concatenate) -> Dense."""
+        graph = recurrent_graph("lstm", units=6, features=5, steps=None)
+        rng = np.random.default_rng(9)
+        widths = [3 + (k if op == "concatenate" else 0) for k in range(inputs)]
+        heads = [Layer(f"head{k}", "dense", ["cell"], {"activation": "tanh"},
+                       {"kernel": rng.normal(0, 0.5, (6, n)).astype(np.float32),
+                        "bias": rng.normal(0, 0.1, n).astype(np.float32)}) for k, n in enumerate(widths)]
+        merged = Layer("merged", "merge", [h.name for h in heads], {"op": op, "mask_combine": "any"})
+        out = Layer("final", "dense", ["merged"], {"activation": "linear"},
+                    {"kernel": rng.normal(0, 0.5, (sum(widths) if op == "concatenate" else 3, 2)).astype(np.float32),
+                     "bias": np.zeros(2, np.float32)})
+        return Graph(graph.layers[:2] + heads + [merged, out], "final")
+    return build
+
+
+def _token_ids():
+    graph = recurrent_graph("gru", units=9, features=4, steps=None)
+    table = np.random.default_rng(6).normal(size=(20, 4)).astype(np.float32)
+    graph.layers[0] = Layer("x", "input", [], {"shape": [None], "dtype": "int32"})
+    graph.layers.insert(1, Layer("embed", "embedding", ["x"], {"mask_zero": False}, {"embeddings": table}))
+    graph.layers[2].inputs = ["embed"]
+    return graph
+
+
+GRAPHS = {
+    "lstm": lambda: recurrent_graph("lstm", units=12, features=5, steps=None),
+    "lstm_peephole_clip": _lstm_options(peephole=True, clip=0.7),
+    "lstm_coupled_gates": _lstm_options(input_forget=True, recurrent_activation="hard_sigmoid"),
+    "gru_reset_after": _gru(True),
+    "gru_reset_before": _gru(False),
+    "rnn": lambda: recurrent_graph("rnn", units=11, features=5, steps=None),
+    "initial_states": _initial_states,
+    "stacked_softmax": _with_activation_and_take_step,
+    "normalised": _normalised,
+    **{f"merge_{op}": _merged(op) for op in ("add", "multiply", "average", "concatenate")},
+    "token_ids": _token_ids,
+}
+
+
+def _inputs(model: edgelstm.Model, batch: int) -> np.ndarray:
+    rng = np.random.default_rng(batch)
+    if model.input_dtype.kind == "i":
+        return rng.integers(0, 20, (batch, STEPS))
+    return rng.normal(0, 1, (batch, STEPS, model.input_shape[1])).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, cpu.STEP_PROGRAM_MAX_BATCH])
+@pytest.mark.parametrize("name", GRAPHS)
+def test_one_call_step_is_bit_identical_to_the_layer_path(name, batch):
+    model = edgelstm.Model(GRAPHS[name](), "cpu")
+    x = _inputs(model, batch)
+    program, layers = model.stream(batch), model.stream(batch)
+    assert program._program is not None
+    layers._program = None
+    for t in range(STEPS):
+        got = program.step(x[:, t])
+        np.testing.assert_array_equal(got, layers.step(x[:, t]))
+        if model.input_shape[0] is None:
+            np.testing.assert_allclose(got, model.predict(x[:, :t + 1]), atol=1e-6, rtol=0)
+    program.reset()
+    layers.reset()
+    np.testing.assert_array_equal(program.step(x[:, 0]), layers.step(x[:, 0]))
+
+
+def test_steps_return_new_arrays():
+    stream = edgelstm.Model(GRAPHS["lstm"](), "cpu").stream()
+    x = _inputs(stream.model, 1)
+    first = stream.step(x[:, 0])
+    kept = first.copy()
+    second = stream.step(x[:, 1])
+    first[:] = 99.0
+    np.testing.assert_array_equal(kept, stream.model.predict(x[:, :1]))
+    assert not np.shares_memory(second, first)
+
+
+def test_step_many_and_reset_share_the_one_call_state():
+    model = edgelstm.Model(GRAPHS["gru_reset_after"](), "cpu")
+    x = _inputs(model, 2)
+    stream = model.stream(2)
+    assert stream._program is not None
+    stream.step(x[:, 0])
+    chunk = stream.step_many(x[:, 1:3])
+    np.testing.assert_allclose(chunk[:, -1], model.predict(x[:, :3]), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(stream.step(x[:, 3]), model.predict(x[:, :4]), atol=1e-6, rtol=0)
+    stream.reset()
+    np.testing.assert_allclose(stream.step(x[:, 0]), model.predict(x[:, :1]), atol=1e-6, rtol=0)
+
+
+def test_a_bad_token_id_is_named_and_the_state_is_kept():
+    model = edgelstm.Model(_token_ids(), "cpu")
+    x = _inputs(model, 3)
+    stream = model.stream(3)
+    stream.step(x[:, 0])
+    with pytest.raises(InputError, match="token id 20 is outside the range of embedding 'embed' \\[0, 20\\)"):
+        stream.step(np.array([1, 20, 2]))
+    with pytest.raises(InputError, match="token id -1"):
+        stream.step(np.array([-1, 2, 3]))
+    np.testing.assert_array_equal(stream.step(x[:, 1]), model.predict(x[:, :2]))
+
+
+def _masked_graph() -> Graph:
+    graph = _token_ids()
+    graph.layers[1].attrs["mask_zero"] = True
+    return graph
+
+
+@pytest.mark.parametrize("build, batch", [(GRAPHS["lstm"], cpu.STEP_PROGRAM_MAX_BATCH + 1),
+                                          (lambda: quantize(recurrent_graph("lstm", 40, steps=None)), 1),
+                                          (_masked_graph, 1), (_merged("add", cpu.STEP_PROGRAM_MAX_MERGE + 1), 1)],
+                         ids=["large batch", "int8", "masks", "merge of many"])
+def test_what_the_program_cannot_run_takes_the_layer_path(build, batch):
+    model = edgelstm.Model(build(), "cpu")
+    stream = model.stream(batch)
+    assert stream._program is None
+    x = _inputs(model, batch)
+    for t in range(3):
+        got = stream.step(x[:, t])
+    np.testing.assert_allclose(got, model.predict(x[:, :3]), atol=1e-6, rtol=0)
+
+
+def test_a_program_refuses_an_input_of_another_shape():
+    stream = edgelstm.Model(GRAPHS["lstm"](), "cpu").stream(2)
+    with pytest.raises(ValueError, match=r"a step takes \(2, 5\), got \(2, 4\)"):
+        stream._program.run(np.zeros((2, 4), np.float32))
