@@ -1,7 +1,7 @@
 """Streaming cost: one `Stream.step` against the per-step share of a whole sequence.
 
 For LSTM and GRU of hidden 32..512 + Dense(1) over 50 steps of 8 features (weights from seeds),
-batch 1 and 4, one thread, it measures the p50 of `predict` on a whole sequence and of one
+batch 1 and 4 (and their int8 twins at batch 1), one thread, it measures the p50 of `predict` on a whole sequence and of one
 `Stream.step` — as it runs (one compiled call, `cpu.StepProgram`) and with the layers run one by
 one (the path before it) — and writes the table between the ``streaming`` markers of
 bench/RESULTS.md. The issue-5 target: a step costs at most 2 × (sequence latency / steps).
@@ -19,6 +19,7 @@ import numpy as np
 import edgelstm
 from edgelstm.benchmark import Latency, cpu_name, time_calls
 from edgelstm.ir import Graph, Layer
+from edgelstm.passes.quantize import quantize
 
 from results import write_section
 
@@ -62,13 +63,13 @@ def step_latency(model: edgelstm.Model, x: np.ndarray, one_call: bool, min_time:
     return Latency.of(time_calls(sequence, min_time, min_runs=20)).p50 / STEPS
 
 
-def measure(cell: str, hidden: int, batch: int, min_time: float) -> dict:
-    model = edgelstm.Model(graph(cell, hidden), "cpu")
+def measure(cell: str, hidden: int, batch: int, min_time: float, int8: bool = False) -> dict:
+    model = edgelstm.Model(quantize(graph(cell, hidden)) if int8 else graph(cell, hidden), "cpu")
     x = np.random.default_rng(0).normal(size=(batch, STEPS, FEATURES)).astype(np.float32)
     sequence = Latency.of(time_calls(lambda: model.predict(x), min_time, min_runs=20)).p50
     layers, step = (step_latency(model, x, one_call, min_time) for one_call in (False, True))
-    return {"cell": cell, "hidden": hidden, "batch": batch, "sequence": sequence, "layers": layers, "step": step,
-            "ratio": step / (sequence / STEPS)}
+    return {"model": f"{cell.upper()}({hidden})" + (" int8" if int8 else ""), "batch": batch, "sequence": sequence,
+            "layers": layers, "step": step, "ratio": step / (sequence / STEPS)}
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -79,7 +80,7 @@ def table(rows: list[dict]) -> list[str]:
              "| one call / per-step share |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['cell'].upper()}({r['hidden']}) | {r['batch']} | {r['sequence'] * 1e6:,.0f} µs | "
+        lines.append(f"| {r['model']} | {r['batch']} | {r['sequence'] * 1e6:,.0f} µs | "
                      f"{r['sequence'] / STEPS * 1e6:.2f} µs | {r['layers'] * 1e6:.2f} µs | {r['step'] * 1e6:.2f} µs | "
                      f"{r['ratio']:.2f} |")
     return lines
@@ -94,8 +95,10 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     numba.set_num_threads(1)
-    rows = [measure(cell, int(h), int(b), args.min_time) for cell in ("lstm", "gru")
-            for h in args.hidden.split(",") for b in args.batch.split(",")]
+    hidden = [int(h) for h in args.hidden.split(",")]
+    rows = [measure(cell, h, int(b), args.min_time) for cell in ("lstm", "gru")
+            for h in hidden for b in args.batch.split(",")]
+    rows += [measure(cell, h, 1, args.min_time, int8=True) for cell in ("lstm", "gru") for h in hidden]
     lines = table(rows)
     print("\n".join(lines))
     if not args.no_write:

@@ -253,11 +253,11 @@ def _build_op(layer: Layer, w: dict, k) -> _Op:
         return recurrent
 
     if layer.kind in ("dense", "activation", "batch_norm", "layer_norm"):
-        width = layer.shape[-1]
+        width = layer.shape[-1]  # None: as many features as the input brings (an Activation after an input of any)
 
         def rowwise(xs, masks, ws):
             x = xs[0]
-            out = ws.buffer(name, x.shape[:-1] + (width,))
+            out = ws.buffer(name, x.shape[:-1] + (_width(x) if width is None else width,))
             rows, out_rows = _rows(x), _rows(out)
             if layer.kind == "dense":
                 k.dense(rows, w["kernel"], w["bias"], act, out_rows)
@@ -516,19 +516,19 @@ def refuse_non_finite(x: np.ndarray) -> None:
 
 def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram | None:
     """The model's stream step as one `cpu.StepProgram` call over the workspace's states, or None
-    where the layer-by-layer path runs it: another backend, a batch large enough for threads, int8
-    matrices, masks, causal convolutions, or a merge of many inputs."""
+    where the layer-by-layer path runs it: another backend, a batch large enough for threads,
+    masks, causal convolutions, or a merge of many inputs."""
     if model._kernels is not cpu or batch > cpu.STEP_PROGRAM_MAX_BATCH:
         return None
     ids = model.input_dtype.kind == "i"
     if ids and model._id_limit is None:  # token ids that no embedding takes
         return None
-    program = cpu.StepProgram(batch, None if ids else model.input_shape[1], model._id_limit[0] if ids else 0)
+    if not ids and model.input_shape[1] is None:  # a feature count known only at run time
+        return None
+    program = cpu.StepProgram(batch, 0 if ids else model.input_shape[1], model._id_limit[0] if ids else 0)
     slots = [program.input]
     for (layer, _, _, sources), w in zip(model._ops, model._host_weights):
         a, src = layer.attrs, slots[sources[0]]
-        if not all(isinstance(v, np.ndarray) for v in w.values()):
-            return None
         if ids and program.input in [slots[i] for i in sources] and layer.kind != "embedding":
             return None
         act = activations.CODES.get(a.get("activation", "linear"))
@@ -544,7 +544,7 @@ def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram |
             slots.append(program.dense(src, w["kernel"], w["bias"], act))
         elif layer.kind == "activation":
             slots.append(program.activation(src, layer.shape[-1], act))
-        elif layer.kind == "embedding" and not a["mask_zero"]:
+        elif layer.kind == "embedding" and not a["mask_zero"] and src == program.input:
             slots.append(program.embedding(src, w["embeddings"]))
         elif layer.kind == "batch_norm":
             slots.append(program.batch_norm(src, w["scale"], w["offset"]))
@@ -591,6 +591,9 @@ class Stream:
         self._ws = _Workspace(model._kernels, streaming=True)
         self._step_shape = (batch,) + tuple(model.input_shape[1:])
         self._step_dtype = np.int64 if model.input_dtype.kind == "i" else np.float32
+        for layer in model.graph.layers:  # states now: initial states for another batch are refused here
+            if layer.kind in RECURRENT_KINDS:
+                self._ws.state(layer, batch, 2 if layer.kind == "lstm" else 1)
         self._program = _step_program(model, self._ws, batch)
 
     def step(self, x_t, check_finite: bool = False) -> np.ndarray:
@@ -608,7 +611,8 @@ class Stream:
         if self._program is None:
             return self.model._run(x[:, None], self._ws)[:, 0]
         if self._program.run(x) >= 0:  # a token id out of range: nothing ran
-            self.model._check_ids(x)  # raises, naming it
+            self.model._check_ids(x)  # names it
+            raise InputError("a token id is outside the range of the model's embeddings")
         return self._program.output.copy()
 
     def step_many(self, x_chunk, check_finite: bool = False) -> np.ndarray:

@@ -1,11 +1,14 @@
 """A stream's one-call step (`cpu.StepProgram`): bit-identical to running the layers one by one,
 the same state as `step_many` and `reset`, and the layer path wherever it has no op."""
 
+import copy
+import threading
+
 import numpy as np
 import pytest
 
 import edgelstm
-from edgelstm.errors import InputError
+from edgelstm.errors import InputError, ShapeError
 from edgelstm.ir import Graph, Layer
 from edgelstm.kernels import cpu
 from edgelstm.passes.quantize import quantize
@@ -89,6 +92,17 @@ def _merged(op: str, inputs: int = 3):
     return build
 
 
+def _int8(kind: str, features: int, units: int = 40, calibrated: bool = False, **attrs):
+    """int8 matrices where they have 32 or more input rows (the input kernel, the recurrent one,
+    the Dense head); a static input scale when calibrated."""
+    def build():
+        graph = recurrent_graph(kind, units=units, features=features, steps=None)
+        graph.layers[1].attrs.update(attrs)
+        x = np.random.default_rng(2).normal(0, 1, (4, 6, features)).astype(np.float32)
+        return quantize(graph, "int8", calibration=x if calibrated else None)
+    return build
+
+
 def _token_ids():
     graph = recurrent_graph("gru", units=9, features=4, steps=None)
     table = np.random.default_rng(6).normal(size=(20, 4)).astype(np.float32)
@@ -109,6 +123,11 @@ GRAPHS = {
     "stacked_softmax": _with_activation_and_take_step,
     "normalised": _normalised,
     **{f"merge_{op}": _merged(op) for op in ("add", "multiply", "average", "concatenate")},
+    "int8_lstm": _int8("lstm", 5),
+    "int8_lstm_int8_input": _int8("lstm", 33, calibrated=True),
+    "int8_gru_reset_before": _int8("gru", 36, reset_after=False),
+    "int8_rnn": _int8("rnn", 5, calibrated=True),
+    "int8_input_only": _int8("lstm", 36, units=12),
     "token_ids": _token_ids,
 }
 
@@ -149,8 +168,9 @@ def test_steps_return_new_arrays():
     assert not np.shares_memory(second, first)
 
 
-def test_step_many_and_reset_share_the_one_call_state():
-    model = edgelstm.Model(GRAPHS["gru_reset_after"](), "cpu")
+@pytest.mark.parametrize("name", ["lstm", "gru_reset_after"])
+def test_step_many_and_reset_share_the_one_call_state(name):
+    model = edgelstm.Model(GRAPHS[name](), "cpu")
     x = _inputs(model, 2)
     stream = model.stream(2)
     assert stream._program is not None
@@ -180,21 +200,77 @@ def _masked_graph() -> Graph:
     return graph
 
 
+def _unknown_features() -> Graph:
+    """Features of any count (no layer fixes it): x + tanh(x)."""
+    return Graph([Layer("x", "input", [], {"shape": [None, None], "dtype": "float32"}),
+                  Layer("act", "activation", ["x"], {"activation": "tanh"}),
+                  Layer("sum", "merge", ["x", "act"], {"op": "add", "mask_combine": "any"})], "sum")
+
+
 @pytest.mark.parametrize("build, batch", [(GRAPHS["lstm"], cpu.STEP_PROGRAM_MAX_BATCH + 1),
-                                          (lambda: quantize(recurrent_graph("lstm", 40, steps=None)), 1),
-                                          (_masked_graph, 1), (_merged("add", cpu.STEP_PROGRAM_MAX_MERGE + 1), 1)],
-                         ids=["large batch", "int8", "masks", "merge of many"])
+                                          (_masked_graph, 1), (_merged("add", cpu.STEP_PROGRAM_MAX_MERGE + 1), 1),
+                                          (_unknown_features, 2)],
+                         ids=["large batch", "masks", "merge of many", "unknown feature count"])
 def test_what_the_program_cannot_run_takes_the_layer_path(build, batch):
     model = edgelstm.Model(build(), "cpu")
     stream = model.stream(batch)
     assert stream._program is None
-    x = _inputs(model, batch)
+    x = np.ones((batch, STEPS, 3), np.float32) if model.input_shape == (None, None) else _inputs(model, batch)
     for t in range(3):
         got = stream.step(x[:, t])
-    np.testing.assert_allclose(got, model.predict(x[:, :3]), atol=1e-6, rtol=0)
+    whole = model.predict(x[:, :3])
+    np.testing.assert_allclose(got, whole[:, -1] if whole.ndim == 3 else whole, atol=1e-6, rtol=0)
 
 
 def test_a_program_refuses_an_input_of_another_shape():
     stream = edgelstm.Model(GRAPHS["lstm"](), "cpu").stream(2)
     with pytest.raises(ValueError, match=r"a step takes \(2, 5\), got \(2, 4\)"):
         stream._program.run(np.zeros((2, 4), np.float32))
+
+
+def test_an_embedding_of_computed_values_is_left_to_the_layer_path():
+    """Only the input's token ids index an embedding in the program; the layer path refuses the rest."""
+    graph = recurrent_graph("lstm", units=1, features=5, steps=None)
+    graph.layers.insert(2, Layer("embed", "embedding", ["cell"], {"mask_zero": False},
+                                 {"embeddings": np.ones((4, 3), np.float32)}))
+    graph.layers[3].inputs = ["embed"]
+    graph.layers[3].weights["kernel"] = np.ones((3, 3), np.float32)
+    assert edgelstm.Model(graph, "cpu").stream()._program is None
+
+
+@pytest.mark.parametrize("batch", [3, cpu.STEP_PROGRAM_MAX_BATCH + 2])
+def test_initial_states_for_another_batch_are_refused_when_the_stream_opens(batch):
+    graph = _initial_states()
+    graph.layers[1].weights["initial_h"] = np.zeros((2, 7), np.float32)
+    graph.layers[1].weights["initial_c"] = np.zeros((2, 7), np.float32)
+    with pytest.raises(ShapeError, match="initial states for a batch of 2"):
+        edgelstm.Model(graph, "cpu").stream(batch)
+
+
+def test_streams_of_one_model_step_in_threads():
+    model = edgelstm.Model(GRAPHS["normalised"](), "cpu")
+    inputs = [_inputs(model, 2) + k for k in range(4)]
+
+    def run(x):
+        stream = model.stream(2)
+        return [stream.step(x[:, t]) for t in range(STEPS)]
+    expected = [run(x) for x in inputs]
+    results = [None] * len(inputs)
+
+    def work(k):
+        for _ in range(10):
+            results[k] = run(inputs[k])
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(np.stack(got), np.stack(want))
+
+
+def test_a_program_cannot_be_copied():
+    program = edgelstm.Model(GRAPHS["lstm"](), "cpu").stream()._program
+    for make_copy in (copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match="cannot be copied"):
+            make_copy(program)

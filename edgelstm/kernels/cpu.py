@@ -1,7 +1,8 @@
 """Numba CPU kernels: the fast twins of `reference.py`, same names, same signatures.
 
 Every kernel runs its batch rows in parallel (`prange`), writes into the preallocated `out`
-and allocates nothing inside its time loop. `cache=True` keeps compiled code on disk so a
+and allocates nothing inside its time loop. `StepProgram` (at the end) runs a stream's whole step
+for a few sequences serially in one call, through the same helpers. `cache=True` keeps compiled code on disk so a
 second process starts fast; ``error_model="numpy"`` drops the division checks that block
 vectorisation.
 """
@@ -17,7 +18,7 @@ from numba.extending import intrinsic, overload
 from . import activations as A
 from . import blas
 from .int8 import panel_product
-from .quantized import PANEL, ROW_QMAX
+from .quantized import PANEL, ROW_QMAX, QuantizedMatrix
 from .reference import (MERGE_AVERAGE, MERGE_MULTIPLY, ON_DEVICE, assign, combine_masks, concatenate, empty,
                         nonzero, repeat, reverse, shift_in, take_step, to_host)
 
@@ -428,7 +429,7 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 # outputs are bit-identical to theirs.
 
 _OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_RECURRENT = range(7)
-_OP_FIELDS = 23
+_OP_FIELDS = 32
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
 STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches use sgemm and threads: the layer kernels pay off
@@ -453,17 +454,51 @@ def _vector(addresses, index, length):
 
 
 @njit(**_jit)
+def _float_at(p, field):
+    """The float64 that table row p holds as bits in `field` (see `_bits`)."""
+    return p[field:field + 1].view(np.float64)[0]
+
+
+@njit(**_jit)
+def _int8_matrix(addresses, p, field, scale_field, rows, cols):
+    """The QuantizedMatrix of op row p: its packed panels at p[field] (`pack_panels` fixed their
+    shape), its column scales at p[scale_field] and its input scale in the field after."""
+    panels = numba.carray(_pointer(addresses[p[field]]), (-(-cols // PANEL), (rows + 1) // 2, 2 * PANEL), np.int8)
+    return QuantizedMatrix(panels, _vector(addresses, p[scale_field], cols), _float_at(p, scale_field + 1), rows)
+
+
+@njit(**_jit)
+def _recurrent_op(p, addresses, batch, live, kernel, recurrent_kernel):
+    """A recurrent op row (fields as in `StepProgram.recurrent`) with its matrices ready."""
+    cell, inputs, units, width = p[3], p[4], p[5], p[6]
+    gru, reset_after = cell == _GRU, p[20] != 0
+    scratch = (numba.carray(_pointer(addresses[p[27]]), (batch, p[28]), np.int16),
+               numba.carray(_pointer(addresses[p[29]]), (batch, p[30]), np.int32),
+               _vector(addresses, p[31], batch))
+    _cell_step(cell, _matrix(addresses, p[2], batch, inputs), live, kernel, recurrent_kernel,
+               _vector(addresses, p[9], width), _vector(addresses, p[10], width if gru else 0),
+               p[17], p[18], reset_after, _vector(addresses, p[11], p[12]), p[19], _float_at(p, 22), p[21] != 0,
+               _matrix(addresses, p[1], batch, units),
+               _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
+               _matrix(addresses, p[14], batch, width),
+               _matrix(addresses, p[15], batch, width if gru else 0),
+               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch)
+
+
+@njit(**_jit)
 def _run_program(program, addresses, batch):
     """Run the ops of a `StepProgram` table in order (row 0 is its header); each op row:
     [op, dst, src, fields...]."""
     live = numba.carray(_pointer(addresses[1]), batch, np.bool_)
-    scratch = _scratch(_NONE, _NONE, 0, 0, 0)  # float32 weights only: no int8 work arrays
     for n in range(1, program.shape[0]):
         p = program[n]
         op, dst, src = p[0], p[1], p[2]
-        if op == _OP_DENSE:  # inputs, units, kernel, bias, activation
-            _dense_rows(_matrix(addresses, src, batch, p[3]), _matrix(addresses, p[5], p[3], p[4]),
-                        _vector(addresses, p[6], p[4]), p[7], _matrix(addresses, dst, batch, p[4]))
+        if op == _OP_DENSE:  # inputs, units, kernel, bias, activation, int8 scale (-1: float32), input scale
+            x, bias, out = _matrix(addresses, src, batch, p[3]), _vector(addresses, p[6], p[4]), _matrix(addresses, dst, batch, p[4])
+            if p[8] < 0:
+                _dense_rows(x, _matrix(addresses, p[5], p[3], p[4]), bias, p[7], out)
+            else:
+                _dense_rows(x, _int8_matrix(addresses, p, 5, 8, p[3], p[4]), bias, p[7], out)
         elif op == _OP_ACTIVATION:  # width, activation
             x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
             for i in range(batch):
@@ -482,8 +517,8 @@ def _run_program(program, addresses, batch):
             x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
             for i in range(batch):
                 _layer_norm_row(x[i], _vector(addresses, p[4], p[3]), _vector(addresses, p[5], p[3]),
-                                program[n, 6:7].view(np.float64)[0], out[i])
-        elif op == _OP_MERGE:  # width, merge code, inputs, then (index, width) of each after the first
+                                _float_at(p, 6), out[i])
+        elif op == _OP_MERGE:  # width, merge code, count, then (index, width) of each input
             out, code, count = _matrix(addresses, dst, batch, p[3]), p[4], p[5]
             if code == MERGE_CONCATENATE:
                 column = 0
@@ -498,19 +533,20 @@ def _run_program(program, addresses, batch):
                     _merge_in(flat, _vector(addresses, p[6 + 2 * k], batch * p[3]), code)
                 if code == MERGE_AVERAGE:
                     flat /= count
-        else:  # recurrent, fields as in StepProgram.recurrent
-            cell, inputs, units, width = p[3], p[4], p[5], p[6]
-            gru, reset_after = cell == _GRU, p[20] != 0
-            _cell_step(cell, _matrix(addresses, src, batch, inputs), live,
-                       _matrix(addresses, p[7], inputs, width), _matrix(addresses, p[8], units, width),
-                       _vector(addresses, p[9], width), _vector(addresses, p[10], width if gru else 0),
-                       p[17], p[18], reset_after, _vector(addresses, p[11], p[12]), p[19],
-                       program[n, 22:23].view(np.float64)[0], p[21] != 0,
-                       _matrix(addresses, dst, batch, units),
-                       _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
-                       _matrix(addresses, p[14], batch, width),
-                       _matrix(addresses, p[15], batch, width if gru else 0),
-                       _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch)
+        else:  # recurrent: float32 or int8 matrices, each combination its own compiled call
+            inputs, units, width = p[4], p[5], p[6]
+            if p[23] < 0 and p[25] < 0:
+                _recurrent_op(p, addresses, batch, live, _matrix(addresses, p[7], inputs, width),
+                              _matrix(addresses, p[8], units, width))
+            elif p[23] < 0:
+                _recurrent_op(p, addresses, batch, live, _matrix(addresses, p[7], inputs, width),
+                              _int8_matrix(addresses, p, 8, 25, units, width))
+            elif p[25] < 0:
+                _recurrent_op(p, addresses, batch, live, _int8_matrix(addresses, p, 7, 23, inputs, width),
+                              _matrix(addresses, p[8], units, width))
+            else:
+                _recurrent_op(p, addresses, batch, live, _int8_matrix(addresses, p, 7, 23, inputs, width),
+                              _int8_matrix(addresses, p, 8, 25, units, width))
 
 
 _WRONG_SHAPE = -2
@@ -555,22 +591,39 @@ class StepProgram:
     returns the index of that op's output [batch, width], which later ops take as `src`.
     """
 
-    def __init__(self, batch: int, input_width: int | None, id_limit: int = 0):
-        """input_width: features per step; None when the input is token ids [batch] < id_limit."""
+    def __init__(self, batch: int, input_width: int, id_limit: int = 0):
+        """input_width: features per step, or 0 when the input is token ids [batch] < id_limit."""
         self.batch = batch
         self._arrays = []
-        self._rows = [[batch, input_width or 0, id_limit] + [0] * (_OP_FIELDS - 3)]  # the header
-        self._step = _step_ids if input_width is None else _step_floats
-        self.input = self._hold(np.zeros(batch, np.int64) if input_width is None
-                                else np.zeros((batch, input_width), np.float32))
+        self._rows = [[batch, input_width, id_limit] + [0] * (_OP_FIELDS - 3)]  # the header
+        self._step = _step_floats if input_width else _step_ids
+        self.input = self._hold(np.zeros((batch, input_width), np.float32) if input_width
+                                else np.zeros(batch, np.int64))
         self._hold(np.ones(batch, np.bool_))  # index 1: every row steps (a stream step has no mask)
         self._table = self._addresses = self.output = None
+
+    def __reduce__(self):  # a copy would point into this program's arrays
+        raise TypeError("a StepProgram cannot be copied or pickled; build one per stream")
+
+    def __copy__(self):
+        self.__reduce__()
+
+    def __deepcopy__(self, memo):
+        self.__reduce__()
 
     def _hold(self, array: np.ndarray) -> int:
         if not array.flags.c_contiguous:
             raise ValueError("a StepProgram points into C-contiguous arrays only")
         self._arrays.append(array)
         return len(self._arrays) - 1
+
+    def _source(self, src: int, width: int | None) -> int:
+        """src, checked to be a float32 [batch, width] value (width None: the int64 [batch] token ids)."""
+        array = self._arrays[src]
+        shape, dtype = ((self.batch,), np.int64) if width is None else ((self.batch, width), np.float32)
+        if array.shape != shape or array.dtype != dtype:
+            raise ValueError(f"op input {src} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {shape}")
+        return src
 
     def _weights(self, array: np.ndarray) -> int:
         return self._hold(np.ascontiguousarray(array, np.float32))  # no copy for the usual float32 weights
@@ -580,54 +633,76 @@ class StepProgram:
         self._rows.append([op, dst, src, *fields] + [0] * (_OP_FIELDS - 3 - len(fields)))
         return dst
 
-    def dense(self, src: int, kernel: np.ndarray, bias: np.ndarray, act: int) -> int:
+    def _product_matrix(self, w: np.ndarray | QuantizedMatrix) -> tuple[int, int, int]:
+        """The (data, scale, input scale) fields of a float32 matrix (scale -1) or a QuantizedMatrix."""
+        if isinstance(w, QuantizedMatrix):
+            return self._hold(w.panels), self._weights(w.scale), _bits(w.input_scale)
+        return self._weights(w), -1, 0
+
+    def dense(self, src: int, kernel: np.ndarray | QuantizedMatrix, bias: np.ndarray, act: int) -> int:
         rows, cols = kernel.shape
-        return self._add(_OP_DENSE, cols, src, rows, cols, self._weights(kernel), self._weights(bias), act)
+        data, scale, input_scale = self._product_matrix(kernel)
+        return self._add(_OP_DENSE, cols, self._source(src, rows), rows, cols, data, self._weights(bias), act, scale, input_scale)
 
     def activation(self, src: int, width: int, act: int) -> int:
-        return self._add(_OP_ACTIVATION, width, src, width, act)
+        return self._add(_OP_ACTIVATION, width, self._source(src, width), width, act)
 
     def embedding(self, src: int, table: np.ndarray) -> int:
         rows, cols = table.shape
-        return self._add(_OP_EMBEDDING, cols, src, rows, cols, self._weights(table))
+        return self._add(_OP_EMBEDDING, cols, self._source(src, None), rows, cols, self._weights(table))
 
     def batch_norm(self, src: int, scale: np.ndarray, offset: np.ndarray) -> int:
         width = scale.shape[0]
-        return self._add(_OP_BATCH_NORM, width, src, width, self._weights(scale), self._weights(offset))
+        return self._add(_OP_BATCH_NORM, width, self._source(src, width), width, self._weights(scale), self._weights(offset))
 
     def layer_norm(self, src: int, gamma: np.ndarray, beta: np.ndarray, epsilon: float) -> int:
         width = gamma.shape[0]
-        return self._add(_OP_LAYER_NORM, width, src, width, self._weights(gamma), self._weights(beta),
+        return self._add(_OP_LAYER_NORM, width, self._source(src, width), width, self._weights(gamma), self._weights(beta),
                          _bits(epsilon))
 
     def merge(self, sources: list[int], code: int) -> int:
         """Elementwise (a MERGE_* code) or side by side (MERGE_CONCATENATE), of at most
         STEP_PROGRAM_MAX_MERGE inputs."""
-        widths = [self._arrays[src].shape[1] for src in sources]
+        if not 1 <= len(sources) <= STEP_PROGRAM_MAX_MERGE:
+            raise ValueError(f"a merge op takes 1 to {STEP_PROGRAM_MAX_MERGE} inputs, got {len(sources)}")
+        widths = [self._arrays[src].shape[-1] for src in sources]
+        if code != MERGE_CONCATENATE:
+            widths = [widths[0]] * len(sources)
+        for src, width in zip(sources, widths):
+            self._source(src, width)
         width = sum(widths) if code == MERGE_CONCATENATE else widths[0]
         pairs = [field for pair in zip(sources, widths) for field in pair]
         return self._add(_OP_MERGE, width, sources[0], width, code, len(sources), *pairs)
 
     def recurrent(self, cell: str, src: int, w: dict, acts: tuple, reset_after: bool, input_forget: bool,
                   clip: float, h: np.ndarray, c: np.ndarray | None) -> int:
-        """A forward LSTM, GRU or simple RNN step; w: its kernel weights (float32), acts: (act,
-        rec_act, out_act) codes, h and c: the stream's state arrays, updated in place (the op's
-        output is h itself)."""
+        """A forward LSTM, GRU or simple RNN step; w: its `kernel_weights` (float32 arrays, the
+        matrices possibly QuantizedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
+        stream's state arrays, updated in place (the op's output is h itself)."""
         code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[1]
         peephole = w.get("peephole", np.zeros(0, np.float32))
+        kernel, recurrent = self._product_matrix(w["kernel"]), self._product_matrix(w["recurrent_kernel"])
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
-        fields = [code, inputs, units, width, self._weights(w["kernel"]), self._weights(w["recurrent_kernel"]),
-                  self._weights(w["bias"]), self._weights(w.get("recurrent_bias", w["bias"])),
-                  self._weights(peephole), peephole.shape[0], self._hold(h if c is None else c), *work, *acts,
-                  int(reset_after), int(input_forget), _bits(clip)]
+        int8 = kernel[1] >= 0 or recurrent[1] >= 0  # int8 products need `_scratch`'s work arrays
+        longest = max(inputs, units)
+        q_cols, acc_cols = (longest + longest % 2, -(-width // PANEL) * PANEL) if int8 else (0, 0)
+        recurrent_bias = w["recurrent_bias"] if cell == "gru" else w["bias"]  # others read none of it
+        fields = [code, inputs, units, width, kernel[0], recurrent[0], self._weights(w["bias"]),
+                  self._weights(recurrent_bias), self._weights(peephole), peephole.shape[0],
+                  self._hold(h if c is None else c),  # a cell without c reads [batch, 0] of h there
+                  *work, *acts, int(reset_after), int(input_forget), _bits(clip),
+                  *kernel[1:], *recurrent[1:],
+                  self._hold(np.zeros((self.batch, q_cols), np.int16)), q_cols,
+                  self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
+                  self._hold(np.zeros(self.batch, np.float32))]
         dst = self._hold(h)
-        self._rows.append([_OP_RECURRENT, dst, src, *fields])
+        self._rows.append([_OP_RECURRENT, dst, self._source(src, inputs), *fields])
         return dst
 
     def finish(self, output: int) -> None:
         """Fix the table; `output` is the op whose values `run` leaves in `self.output`."""
-        self._table = np.array(self._rows, np.int64).reshape(-1, _OP_FIELDS)
+        self._table = np.array(self._rows, np.int64)
         self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
         self.output = self._arrays[output]
 
