@@ -153,22 +153,28 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, _width(x))
 
 
-def _output_mask(layer: Layer, rule: str, produced, masks: list, ws: _Workspace):
-    """The mask `layer` hands on, by its `mask_rule`."""
+def _mask_parts(layer: Layer, rule: str, produced, masks: list) -> list:
+    """The masks that make `layer`'s output mask by its `mask_rule`: none, one to hand on, or
+    several to combine by its ``mask_combine`` (AND for ``all``, else OR)."""
     if rule == "produce":
-        return produced
+        return [] if produced is None else [produced]
     if rule == "pass":
-        return masks[0]
+        return [] if masks[0] is None else [masks[0]]
     if rule == "drop":
-        return None
+        return []
     present = [m for m in masks if m is not None]
-    all_of = layer.attrs["mask_combine"] == "all"
-    if not present or (not all_of and len(present) < len(masks)):
-        return None
-    if len(present) == 1:
-        return present[0]
-    out = ws.buffer(layer.name + "<mask>", present[0].shape, np.bool_)
-    ws.k.combine_masks(present, all_of, out)
+    if layer.attrs["mask_combine"] != "all" and len(present) < len(masks):
+        return []
+    return present
+
+
+def _output_mask(layer: Layer, rule: str, produced, masks: list, ws: _Workspace):
+    """The mask `layer` hands on (None: none)."""
+    parts = _mask_parts(layer, rule, produced, masks)
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    out = ws.buffer(layer.name + "<mask>", parts[0].shape, np.bool_)
+    ws.k.combine_masks(parts, layer.attrs["mask_combine"] == "all", out)
     return out
 
 
@@ -517,7 +523,8 @@ def refuse_non_finite(x: np.ndarray) -> None:
 def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram | None:
     """The model's stream step as one `cpu.StepProgram` call over the workspace's states, or None
     where the layer-by-layer path runs it: another backend, a batch large enough for threads,
-    masks, causal convolutions, or a merge of many inputs."""
+    causal convolutions, or a merge of many inputs. Masks follow `mask_rule` as in `_output_mask`;
+    which layers have one is known when the stream opens."""
     if model._kernels is not cpu or batch > cpu.STEP_PROGRAM_MAX_BATCH:
         return None
     ids = model.input_dtype.kind == "i"
@@ -526,37 +533,45 @@ def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram |
     if not ids and model.input_shape[1] is None:  # a feature count known only at run time
         return None
     program = cpu.StepProgram(batch, 0 if ids else model.input_shape[1], model._id_limit[0] if ids else 0)
-    slots = [program.input]
-    for (layer, _, _, sources), w in zip(model._ops, model._host_weights):
-        a, src = layer.attrs, slots[sources[0]]
+    slots, masks = [program.input], [None]  # by layer position: the value and the mask (None: none)
+    for (layer, rule, _, sources), w in zip(model._ops, model._host_weights):
+        a, src, in_masks = layer.attrs, slots[sources[0]], [masks[i] for i in sources]
         if ids and program.input in [slots[i] for i in sources] and layer.kind != "embedding":
             return None
         act = activations.CODES.get(a.get("activation", "linear"))
+        produced = None
         if layer.kind in RECURRENT_KINDS:  # forward ones: `Stream` refuses the others
             lstm = layer.kind == "lstm"
             states = ws.state(layer, batch, 2 if lstm else 1)
             acts = (act, activations.CODES.get(a.get("recurrent_activation", "sigmoid")),
                     activations.CODES[a["output_activation"]] if lstm else act)
-            slots.append(program.recurrent(layer.kind, src, w, acts, bool(a.get("reset_after", False)),
-                                           bool(a.get("input_forget", False)), float(a.get("clip", 0.0)),
-                                           states[0], states[1] if lstm else None))
+            value = program.recurrent(layer.kind, src, w, acts, bool(a.get("reset_after", False)),
+                                      bool(a.get("input_forget", False)), float(a.get("clip", 0.0)),
+                                      states[0], states[1] if lstm else None, in_masks[0],
+                                      bool(a["zero_output_for_mask"] and a["return_sequences"]))
         elif layer.kind == "dense":
-            slots.append(program.dense(src, w["kernel"], w["bias"], act))
+            value = program.dense(src, w["kernel"], w["bias"], act)
         elif layer.kind == "activation":
-            slots.append(program.activation(src, layer.shape[-1], act))
-        elif layer.kind == "embedding" and not a["mask_zero"] and src == program.input:
-            slots.append(program.embedding(src, w["embeddings"]))
+            value = program.activation(src, layer.shape[-1], act)
+        elif layer.kind == "embedding" and src == program.input:
+            value, produced = program.embedding(src, w["embeddings"], bool(a["mask_zero"]))
+        elif layer.kind == "masking":
+            value, produced = program.masking(src, layer.shape[-1], float(np.float32(a["mask_value"])))
         elif layer.kind == "batch_norm":
-            slots.append(program.batch_norm(src, w["scale"], w["offset"]))
+            value = program.batch_norm(src, w["scale"], w["offset"])
         elif layer.kind == "layer_norm":
-            slots.append(program.layer_norm(src, w["gamma"], w["beta"], float(a["epsilon"])))
+            value = program.layer_norm(src, w["gamma"], w["beta"], float(a["epsilon"]))
         elif layer.kind == "merge" and len(sources) <= cpu.STEP_PROGRAM_MAX_MERGE:
             code = cpu.MERGE_CONCATENATE if a["op"] == "concatenate" else _MERGE_CODES[a["op"]]
-            slots.append(program.merge([slots[i] for i in sources], code))
+            value = program.merge([slots[i] for i in sources], code)
         elif layer.kind == "take_step":  # the newest step (`Stream` refuses others): the step fed
-            slots.append(src)
+            value = src
         else:
             return None
+        slots.append(value)
+        parts = _mask_parts(layer, rule, produced, in_masks)
+        masks.append(program.combine_masks(parts, a["mask_combine"] == "all") if len(parts) > 1
+                     else parts[0] if parts else None)
     program.finish(slots[model._output])
     return program
 

@@ -428,8 +428,9 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 # three arguments. Every op calls the same helpers as the whole-sequence kernels, so a step's
 # outputs are bit-identical to theirs.
 
-_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_RECURRENT = range(7)
-_OP_FIELDS = 32
+(_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_MASKING, _OP_COMBINE_MASKS,
+ _OP_RECURRENT) = range(9)
+_OP_FIELDS = 34
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
 STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches use sgemm and threads: the layer kernels pay off
@@ -454,6 +455,11 @@ def _vector(addresses, index, length):
 
 
 @njit(**_jit)
+def _mask(addresses, index, length):
+    return numba.carray(_pointer(addresses[index]), length, np.bool_)
+
+
+@njit(**_jit)
 def _float_at(p, field):
     """The float64 that table row p holds as bits in `field` (see `_bits`)."""
     return p[field:field + 1].view(np.float64)[0]
@@ -468,28 +474,34 @@ def _int8_matrix(addresses, p, field, scale_field, rows, cols):
 
 
 @njit(**_jit)
-def _recurrent_op(p, addresses, batch, live, kernel, recurrent_kernel):
+def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
     """A recurrent op row (fields as in `StepProgram.recurrent`) with its matrices ready."""
     cell, inputs, units, width = p[3], p[4], p[5], p[6]
     gru, reset_after = cell == _GRU, p[20] != 0
+    live, h = _mask(addresses, p[33], batch), _matrix(addresses, p[32], batch, units)
     scratch = (numba.carray(_pointer(addresses[p[27]]), (batch, p[28]), np.int16),
                numba.carray(_pointer(addresses[p[29]]), (batch, p[30]), np.int32),
                _vector(addresses, p[31], batch))
     _cell_step(cell, _matrix(addresses, p[2], batch, inputs), live, kernel, recurrent_kernel,
                _vector(addresses, p[9], width), _vector(addresses, p[10], width if gru else 0),
                p[17], p[18], reset_after, _vector(addresses, p[11], p[12]), p[19], _float_at(p, 22), p[21] != 0,
-               _matrix(addresses, p[1], batch, units),
-               _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
+               h, _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
                _matrix(addresses, p[14], batch, width),
                _matrix(addresses, p[15], batch, width if gru else 0),
                _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch)
+    if p[1] != p[32]:  # zero_output_for_mask: a masked row's output is zeros, its state stays
+        out = _matrix(addresses, p[1], batch, units)
+        for i in range(batch):
+            if live[i]:
+                out[i, :] = h[i]
+            else:
+                out[i, :] = 0.0
 
 
 @njit(**_jit)
 def _run_program(program, addresses, batch):
     """Run the ops of a `StepProgram` table in order (row 0 is its header); each op row:
     [op, dst, src, fields...]."""
-    live = numba.carray(_pointer(addresses[1]), batch, np.bool_)
     for n in range(1, program.shape[0]):
         p = program[n]
         op, dst, src = p[0], p[1], p[2]
@@ -504,11 +516,32 @@ def _run_program(program, addresses, batch):
             for i in range(batch):
                 out[i, :] = x[i, :]
                 _activate_row(out[i], p[4])
-        elif op == _OP_EMBEDDING:  # table rows, width, table
+        elif op == _OP_EMBEDDING:  # table rows, width, table, mask of non-zero ids (-1: none)
             ids = numba.carray(_pointer(addresses[src]), batch, np.int64)
             table, out = _matrix(addresses, p[5], p[3], p[4]), _matrix(addresses, dst, batch, p[4])
             for i in range(batch):
                 out[i, :] = table[ids[i]]
+            if p[6] >= 0:
+                mask = _mask(addresses, p[6], batch)
+                for i in range(batch):
+                    mask[i] = ids[i] != 0
+        elif op == _OP_MASKING:  # width, mask value (float64 bits), mask
+            x, out, mask = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3]), _mask(addresses, p[5], batch)
+            value = _float_at(p, 4)
+            for i in range(batch):
+                keep = False
+                for j in range(p[3]):
+                    keep = keep or x[i, j] != value
+                mask[i] = keep
+                for j in range(p[3]):
+                    out[i, j] = x[i, j] if keep else 0.0
+        elif op == _OP_COMBINE_MASKS:  # all (1) or any (0), count, then the masks
+            out = _mask(addresses, dst, batch)
+            out[:] = _mask(addresses, p[5], batch)
+            for k in range(1, p[4]):
+                other = _mask(addresses, p[5 + k], batch)
+                for i in range(batch):
+                    out[i] = (out[i] and other[i]) if p[3] else (out[i] or other[i])
         elif op == _OP_BATCH_NORM:  # width, scale, offset
             x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
             for i in range(batch):
@@ -536,16 +569,16 @@ def _run_program(program, addresses, batch):
         else:  # recurrent: float32 or int8 matrices, each combination its own compiled call
             inputs, units, width = p[4], p[5], p[6]
             if p[23] < 0 and p[25] < 0:
-                _recurrent_op(p, addresses, batch, live, _matrix(addresses, p[7], inputs, width),
+                _recurrent_op(p, addresses, batch, _matrix(addresses, p[7], inputs, width),
                               _matrix(addresses, p[8], units, width))
             elif p[23] < 0:
-                _recurrent_op(p, addresses, batch, live, _matrix(addresses, p[7], inputs, width),
+                _recurrent_op(p, addresses, batch, _matrix(addresses, p[7], inputs, width),
                               _int8_matrix(addresses, p, 8, 25, units, width))
             elif p[25] < 0:
-                _recurrent_op(p, addresses, batch, live, _int8_matrix(addresses, p, 7, 23, inputs, width),
+                _recurrent_op(p, addresses, batch, _int8_matrix(addresses, p, 7, 23, inputs, width),
                               _matrix(addresses, p[8], units, width))
             else:
-                _recurrent_op(p, addresses, batch, live, _int8_matrix(addresses, p, 7, 23, inputs, width),
+                _recurrent_op(p, addresses, batch, _int8_matrix(addresses, p, 7, 23, inputs, width),
                               _int8_matrix(addresses, p, 8, 25, units, width))
 
 
@@ -576,6 +609,14 @@ def _step_ids(program, addresses, ids):
 
 
 _CELLS = {"lstm": _LSTM, "gru": _GRU, "rnn": _RNN}
+ALL_ROWS = 1  # the program's all-true mask
+
+
+def _row(fields: list) -> list:
+    """An op row padded to the table's width."""
+    if len(fields) > _OP_FIELDS:
+        raise ValueError(f"an op row holds at most {_OP_FIELDS} fields, got {len(fields)}")
+    return fields + [0] * (_OP_FIELDS - len(fields))
 
 
 def _bits(value: float) -> int:
@@ -599,7 +640,7 @@ class StepProgram:
         self._step = _step_floats if input_width else _step_ids
         self.input = self._hold(np.zeros((batch, input_width), np.float32) if input_width
                                 else np.zeros(batch, np.int64))
-        self._hold(np.ones(batch, np.bool_))  # index 1: every row steps (a stream step has no mask)
+        self._new_mask()  # index ALL_ROWS: every row steps, for recurrent layers without a mask
         self._table = self._addresses = self.output = None
 
     def __reduce__(self):  # a copy would point into this program's arrays
@@ -617,10 +658,14 @@ class StepProgram:
         self._arrays.append(array)
         return len(self._arrays) - 1
 
-    def _source(self, src: int, width: int | None) -> int:
-        """src, checked to be a float32 [batch, width] value (width None: the int64 [batch] token ids)."""
+    def _source(self, src: int, width: int | None | bool) -> int:
+        """src, checked to be a float32 [batch, width] value (width None: the int64 [batch] token
+        ids, False: a bool [batch] mask)."""
         array = self._arrays[src]
-        shape, dtype = ((self.batch,), np.int64) if width is None else ((self.batch, width), np.float32)
+        if width is None or width is False:
+            shape, dtype = (self.batch,), (np.int64 if width is None else np.bool_)
+        else:
+            shape, dtype = (self.batch, width), np.float32
         if array.shape != shape or array.dtype != dtype:
             raise ValueError(f"op input {src} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {shape}")
         return src
@@ -628,9 +673,12 @@ class StepProgram:
     def _weights(self, array: np.ndarray) -> int:
         return self._hold(np.ascontiguousarray(array, np.float32))  # no copy for the usual float32 weights
 
+    def _new_mask(self) -> int:
+        return self._hold(np.ones(self.batch, np.bool_))
+
     def _add(self, op: int, width: int, src: int, *fields) -> int:
         dst = self._hold(np.zeros((self.batch, width), np.float32))
-        self._rows.append([op, dst, src, *fields] + [0] * (_OP_FIELDS - 3 - len(fields)))
+        self._rows.append(_row([op, dst, src, *fields]))
         return dst
 
     def _product_matrix(self, w: np.ndarray | QuantizedMatrix) -> tuple[int, int, int]:
@@ -647,9 +695,25 @@ class StepProgram:
     def activation(self, src: int, width: int, act: int) -> int:
         return self._add(_OP_ACTIVATION, width, self._source(src, width), width, act)
 
-    def embedding(self, src: int, table: np.ndarray) -> int:
+    def embedding(self, src: int, table: np.ndarray, mask_zero: bool) -> tuple[int, int | None]:
+        """(output, its mask: the rows whose id is not 0, or None without mask_zero)."""
         rows, cols = table.shape
-        return self._add(_OP_EMBEDDING, cols, self._source(src, None), rows, cols, self._weights(table))
+        mask = self._new_mask() if mask_zero else None
+        return self._add(_OP_EMBEDDING, cols, self._source(src, None), rows, cols, self._weights(table),
+                         -1 if mask is None else mask), mask
+
+    def masking(self, src: int, width: int, value: float) -> tuple[int, int]:
+        """(output, its mask): rows whose every feature equals `value` are masked and zeroed."""
+        mask = self._new_mask()
+        return self._add(_OP_MASKING, width, self._source(src, width), width, _bits(value), mask), mask
+
+    def combine_masks(self, masks: list[int], all_of: bool) -> int:
+        """A mask: the AND (all_of) or the OR of `masks`."""
+        for mask in masks:
+            self._source(mask, False)
+        dst = self._new_mask()
+        self._rows.append(_row([_OP_COMBINE_MASKS, dst, masks[0], int(all_of), len(masks), *masks]))
+        return dst
 
     def batch_norm(self, src: int, scale: np.ndarray, offset: np.ndarray) -> int:
         width = scale.shape[0]
@@ -675,10 +739,12 @@ class StepProgram:
         return self._add(_OP_MERGE, width, sources[0], width, code, len(sources), *pairs)
 
     def recurrent(self, cell: str, src: int, w: dict, acts: tuple, reset_after: bool, input_forget: bool,
-                  clip: float, h: np.ndarray, c: np.ndarray | None) -> int:
+                  clip: float, h: np.ndarray, c: np.ndarray | None, mask: int | None = None,
+                  zero_masked: bool = False) -> int:
         """A forward LSTM, GRU or simple RNN step; w: its `kernel_weights` (float32 arrays, the
         matrices possibly QuantizedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
-        stream's state arrays, updated in place (the op's output is h itself)."""
+        stream's state arrays, updated in place where `mask` (None: every row) is true. The op's
+        output is h itself, unless `zero_masked`: then zeros for masked rows."""
         code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[1]
         peephole = w.get("peephole", np.zeros(0, np.float32))
         kernel, recurrent = self._product_matrix(w["kernel"]), self._product_matrix(w["recurrent_kernel"])
@@ -696,8 +762,10 @@ class StepProgram:
                   self._hold(np.zeros((self.batch, q_cols), np.int16)), q_cols,
                   self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
                   self._hold(np.zeros(self.batch, np.float32))]
-        dst = self._hold(h)
-        self._rows.append([_OP_RECURRENT, dst, self._source(src, inputs), *fields])
+        state = self._hold(h)
+        dst = self._hold(np.zeros_like(h)) if zero_masked else state
+        live = ALL_ROWS if mask is None else self._source(mask, False)
+        self._rows.append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live]))
         return dst
 
     def finish(self, output: int) -> None:
