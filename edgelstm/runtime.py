@@ -522,8 +522,8 @@ def refuse_non_finite(x: np.ndarray) -> None:
 
 def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram | None:
     """The model's stream step as one `cpu.StepProgram` call over the workspace's states, or None
-    where the layer-by-layer path runs it: another backend, a batch large enough for threads,
-    causal convolutions, or a merge of many inputs. Masks follow `mask_rule` as in `_output_mask`;
+    where the layer-by-layer path runs it: another backend, a batch large enough for threads, or a
+    merge of many inputs. Masks follow `mask_rule` as in `_output_mask`;
     which layers have one is known when the stream opens."""
     if model._kernels is not cpu or batch > cpu.STEP_PROGRAM_MAX_BATCH:
         return None
@@ -564,6 +564,10 @@ def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram |
         elif layer.kind == "merge" and len(sources) <= cpu.STEP_PROGRAM_MAX_MERGE:
             code = cpu.MERGE_CONCATENATE if a["op"] == "concatenate" else _MERGE_CODES[a["op"]]
             value = program.merge([slots[i] for i in sources], code)
+        elif layer.kind == "conv1d":  # causal and stride 1: `Stream` refuses the others
+            span = a["dilation"] * (w["kernel"].shape[0] - 1) + 1
+            window = ws.state(layer, batch, 1, (span - 1, w["kernel"].shape[1]))[0] if span > 1 else None
+            value = program.causal_conv(src, w["kernel"], w["bias"], a["dilation"], act, window)
         elif layer.kind == "take_step":  # the newest step (`Stream` refuses others): the step fed
             value = src
         else:

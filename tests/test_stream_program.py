@@ -132,6 +132,19 @@ def _masks_merged(combine: str, partial: bool):
     return build
 
 
+def _causal_conv(taps: int, dilation: int):
+    def build():
+        """Conv1D (causal, `taps` taps `dilation` apart) -> GRU."""
+        rng = np.random.default_rng(11)
+        conv = Layer("conv", "conv1d", ["x"], {"padding": "causal", "strides": 1, "dilation": dilation,
+                                               "activation": "relu"},
+                     {"kernel": rng.normal(0, 0.5, (taps, 5, 4)).astype(np.float32),
+                      "bias": rng.normal(0, 0.1, 4).astype(np.float32)})
+        return Graph([Layer("x", "input", [], {"shape": [None, 5], "dtype": "float32"}), conv,
+                      _recurrent_layer("gru", "gru", "conv", 4, 6)], "gru")
+    return build
+
+
 def _int8(kind: str, features: int, units: int = 40, calibrated: bool = False, **attrs):
     """int8 matrices where they have 32 or more input rows (the input kernel, the recurrent one,
     the Dense head); a static input scale when calibrated."""
@@ -170,6 +183,8 @@ GRAPHS = {
     "int8_input_only": _int8("lstm", 36, units=12),
     "token_ids": _token_ids,
     "masked_ids": _masked_ids,
+    "causal_conv": _causal_conv(3, 2),
+    "causal_conv_one_tap": _causal_conv(1, 1),
     "masking_zero_output": _masking_zero_output,
     **{f"masks_{combine}{'_partial' if partial else ''}": _masks_merged(combine, partial)
        for combine in ("all", "any") for partial in (False, True)},
@@ -215,7 +230,7 @@ def test_steps_return_new_arrays():
     assert not np.shares_memory(second, first)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru_reset_after"])
+@pytest.mark.parametrize("name", ["lstm", "gru_reset_after", "causal_conv", "masked_ids"])
 def test_step_many_and_reset_share_the_one_call_state(name):
     model = edgelstm.Model(GRAPHS[name](), "cpu")
     x = _inputs(model, 2)

@@ -429,7 +429,7 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 # outputs are bit-identical to theirs.
 
 (_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_MASKING, _OP_COMBINE_MASKS,
- _OP_RECURRENT) = range(9)
+ _OP_CAUSAL_CONV, _OP_RECURRENT) = range(10)
 _OP_FIELDS = 34
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
@@ -535,6 +535,18 @@ def _run_program(program, addresses, batch):
                 mask[i] = keep
                 for j in range(p[3]):
                     out[i, j] = x[i, j] if keep else 0.0
+        elif op == _OP_CAUSAL_CONV:  # inputs, outputs, taps, dilation, kernel, bias, activation, window, full
+            inputs, taps, dilation = p[3], p[5], p[6]
+            kept = dilation * (taps - 1)  # the steps before this one that the taps reach
+            x, out = _matrix(addresses, src, batch, inputs), _matrix(addresses, dst, batch, p[4])
+            kernel = numba.carray(_pointer(addresses[p[7]]), (taps, inputs, p[4]), np.float32)
+            window = numba.carray(_pointer(addresses[p[10]]), (batch, kept, inputs), np.float32)
+            full = numba.carray(_pointer(addresses[p[11]]), (batch, kept + 1, inputs), np.float32)
+            for i in range(batch):  # as shift_in: the kept steps, then this one; keep the newest
+                full[i, :kept] = window[i]
+                full[i, kept] = x[i]
+                window[i] = full[i, 1:]
+                _conv_output(full[i], 0, kernel, _vector(addresses, p[8], p[4]), dilation, p[9], out[i])
         elif op == _OP_COMBINE_MASKS:  # all (1) or any (0), count, then the masks
             out = _mask(addresses, dst, batch)
             out[:] = _mask(addresses, p[5], batch)
@@ -707,6 +719,20 @@ class StepProgram:
         mask = self._new_mask()
         return self._add(_OP_MASKING, width, self._source(src, width), width, _bits(value), mask), mask
 
+    def causal_conv(self, src: int, kernel: np.ndarray, bias: np.ndarray, dilation: int, act: int,
+                    window: np.ndarray | None) -> int:
+        """A causal, stride-1 Conv1D step; kernel [taps, inputs, outputs]; window: the stream's
+        state [batch, dilation * (taps - 1), inputs] of the steps before, updated in place (None
+        for a single tap)."""
+        taps, inputs, outputs = kernel.shape
+        if window is None:
+            window = np.zeros((self.batch, 0, inputs), np.float32)
+        if window.shape != (self.batch, dilation * (taps - 1), inputs) or window.dtype != np.float32:
+            raise ValueError(f"a conv window of {window.dtype} {window.shape} does not fit the kernel {kernel.shape}")
+        full = np.zeros((self.batch, window.shape[1] + 1, inputs), np.float32)
+        return self._add(_OP_CAUSAL_CONV, outputs, self._source(src, inputs), inputs, outputs, taps, dilation,
+                         self._weights(kernel), self._weights(bias), act, self._hold(window), self._hold(full))
+
     def combine_masks(self, masks: list[int], all_of: bool) -> int:
         """A mask: the AND (all_of) or the OR of `masks`."""
         for mask in masks:
@@ -817,22 +843,27 @@ def merge(xs, op, out):
         out /= len(xs)
 
 
+@njit(**_jit)
+def _conv_output(x, start, kernel, bias, dilation, act, row):
+    """row = act(bias + the sum over taps k of x[start + k * dilation] @ kernel[k]) for one
+    sequence x [T, I]; taps outside x are zeros (padding)."""
+    row[:] = bias
+    for k in range(kernel.shape[0]):
+        t = start + k * dilation
+        if t < 0 or t >= x.shape[0]:
+            continue
+        for i in range(x.shape[1]):
+            v = x[t, i]
+            for j in range(row.shape[0]):
+                row[j] += v * kernel[k, i, j]
+    _activate_row(row, act)
+
+
 @njit(parallel=True, **_jit)
 def conv1d(x, kernel, bias, strides, dilation, pad_left, act, out):
-    steps = x.shape[1]
     for b in prange(x.shape[0]):
         for s in range(out.shape[1]):
-            row = out[b, s]
-            row[:] = bias
-            for k in range(kernel.shape[0]):
-                t = s * strides + k * dilation - pad_left
-                if t < 0 or t >= steps:
-                    continue
-                for i in range(x.shape[2]):
-                    v = x[b, t, i]
-                    for j in range(row.shape[0]):
-                        row[j] += v * kernel[k, i, j]
-            _activate_row(row, act)
+            _conv_output(x[b], s * strides - pad_left, kernel, bias, dilation, act, out[b, s])
 
 
 @njit(parallel=True, **_jit)
