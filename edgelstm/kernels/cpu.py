@@ -843,7 +843,7 @@ def merge(xs, op, out):
         out /= len(xs)
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)  # called once per output step: inlined, as the loop body it was
 def _conv_output(x, start, kernel, bias, dilation, act, row):
     """row = act(bias + the sum over taps k of x[start + k * dilation] @ kernel[k]) for one
     sequence x [T, I]; taps outside x are zeros (padding)."""
@@ -899,7 +899,7 @@ def global_pool1d(x, mask, is_max, out):
                 out[b, j] = acc / count
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)  # once per row: inlined into the row loops
 def _batch_norm_row(x, scale, offset, out):
     for j in range(x.shape[0]):
         out[j] = x[j] * scale[j] + offset[j]
@@ -911,7 +911,7 @@ def batch_norm(x, scale, offset, out):
         _batch_norm_row(x[n], scale, offset, out[n])
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)  # once per row: inlined into the row loops
 def _layer_norm_row(x, gamma, beta, epsilon, out):
     width = x.shape[0]
     mean = 0.0
