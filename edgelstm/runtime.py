@@ -522,9 +522,11 @@ def refuse_non_finite(x: np.ndarray) -> None:
 
 def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram | None:
     """The model's stream step as one `cpu.StepProgram` call over the workspace's states, or None
-    where the layer-by-layer path runs it: another backend, a batch large enough for threads, or a
-    merge of many inputs. Masks follow `mask_rule` as in `_output_mask`;
-    which layers have one is known when the stream opens."""
+    where the layer-by-layer path runs it: another backend, a batch large enough for threads, a
+    merge of many inputs, a feature count known only at run time, token ids that reach a layer
+    other than an embedding (or an embedding of computed values), or a layer kind with no op.
+    Masks follow `mask_rule` as in `_output_mask`; which layers have one is known when the stream
+    opens."""
     if model._kernels is not cpu or batch > cpu.STEP_PROGRAM_MAX_BATCH:
         return None
     ids = model.input_dtype.kind == "i"

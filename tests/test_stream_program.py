@@ -11,6 +11,7 @@ import edgelstm
 from edgelstm.errors import InputError, ShapeError
 from edgelstm.ir import Graph, Layer
 from edgelstm.kernels import cpu
+from edgelstm.kernels.quantized import QuantizedMatrix
 from edgelstm.passes.quantize import quantize
 
 from .conftest import small_graph
@@ -48,8 +49,7 @@ def _initial_states():
 
 
 def _with_activation_and_take_step():
-    """LSTM (sequences) -> take the newest step -> GRU is not possible after it, so: LSTM -> GRU ->
-    Dense -> Activation(softmax), with a take_step between the two recurrent layers' outputs."""
+    """LSTM (sequences) -> GRU (sequences) -> take the newest step -> Dense -> Activation(softmax)."""
     graph = small_graph(features=5)
     graph.layers.insert(3, Layer("last", "take_step", ["gru"], {"index": -1}))
     graph.layers[2].attrs["return_sequences"] = True
@@ -105,13 +105,52 @@ def _recurrent_layer(name: str, kind: str, source: str, features: int, units: in
     return layer
 
 
+def _dense(name: str, source: str, inputs: int, units: int) -> Layer:
+    rng = np.random.default_rng(inputs * units)
+    return Layer(name, "dense", [source], {"activation": "linear"},
+                 {"kernel": rng.normal(0, 0.5, (inputs, units)).astype(np.float32), "bias": np.zeros(units, np.float32)})
+
+
 def _masking_zero_output():
-    """Masking -> LSTM (sequences, zeros where masked) -> GRU -> Dense."""
+    """Masking -> LSTM (sequences, zeros where masked) -> Dense: the zeros reach the output."""
     layers = [Layer("x", "input", [], {"shape": [None, 5], "dtype": "float32"}),
               Layer("mask", "masking", ["x"], {"mask_value": 0.0}),
               _recurrent_layer("lstm", "lstm", "mask", 5, 6, return_sequences=True, zero_output_for_mask=True),
-              _recurrent_layer("gru", "gru", "lstm", 6, 4)]
-    return Graph(layers, "gru")
+              _dense("out", "lstm", 6, 3)]
+    return Graph(layers, "out")
+
+
+def _masked_through_layers():
+    """Masking(0.1) -> LayerNorm -> Activation -> GRU (sequences, zeros where masked) -> Dense:
+    the mask passes the layers between, and 0.1 is compared as float32."""
+    layers = [Layer("x", "input", [], {"shape": [None, 5], "dtype": "float32"}),
+              Layer("mask", "masking", ["x"], {"mask_value": 0.1}),
+              Layer("ln", "layer_norm", ["mask"], {"epsilon": 1e-3},
+                    {"gamma": np.ones(5, np.float32), "beta": np.full(5, 0.1, np.float32)}),
+              Layer("act", "activation", ["ln"], {"activation": "tanh"}),
+              _recurrent_layer("gru", "gru", "act", 5, 6, return_sequences=True, zero_output_for_mask=True),
+              _dense("out", "gru", 6, 2)]
+    return Graph(layers, "out")
+
+
+def _masked_conv():
+    """Masking -> Conv1D (drops the mask) -> LSTM."""
+    rng = np.random.default_rng(12)
+    conv = Layer("conv", "conv1d", ["mask"], {"padding": "causal", "strides": 1, "dilation": 3, "activation": "linear"},
+                 {"kernel": rng.normal(0, 0.5, (2, 5, 4)).astype(np.float32), "bias": np.zeros(4, np.float32)})
+    layers = [Layer("x", "input", [], {"shape": [None, 5], "dtype": "float32"}),
+              Layer("mask", "masking", ["x"], {"mask_value": 0.0}), conv,
+              _recurrent_layer("lstm", "lstm", "conv", 4, 6)]
+    return Graph(layers, "lstm")
+
+
+def _masked_int8():
+    """Masking -> int8 GRU of an odd unit count (reset before) -> int8 Dense."""
+    layers = [Layer("x", "input", [], {"shape": [None, 5], "dtype": "float32"}),
+              Layer("mask", "masking", ["x"], {"mask_value": 0.0}),
+              _recurrent_layer("gru", "gru", "mask", 5, 33, reset_after=False),
+              _dense("out", "gru", 33, 2)]
+    return quantize(Graph(layers, "out"), "int8")
 
 
 def _masks_merged(combine: str, partial: bool):
@@ -186,19 +225,33 @@ GRAPHS = {
     "causal_conv": _causal_conv(3, 2),
     "causal_conv_one_tap": _causal_conv(1, 1),
     "masking_zero_output": _masking_zero_output,
+    "masked_through_layers": _masked_through_layers,
+    "masked_conv": _masked_conv,
+    "masked_int8": _masked_int8,
     **{f"masks_{combine}{'_partial' if partial else ''}": _masks_merged(combine, partial)
        for combine in ("all", "any") for partial in (False, True)},
 }
 
 
 def _inputs(model: edgelstm.Model, batch: int) -> np.ndarray:
-    """Random steps, some of them all zeros (token id 0, a step Masking masks)."""
+    """Random steps, some of them masked by the graphs above: token id 0, all zeros, all 0.1, and
+    one all negative (zeros after a relu)."""
     rng = np.random.default_rng(batch)
     if model.input_dtype.kind == "i":
-        return rng.integers(0, 20, (batch, STEPS))
+        ids = rng.integers(1, 20, (batch, STEPS))
+        ids[::2, 1] = ids[-1, 3] = 0
+        return ids
     x = rng.normal(0, 1, (batch, STEPS, model.input_shape[1])).astype(np.float32)
     x[::2, 1] = x[-1, 3] = 0.0
+    x[1::3, 4] = np.float32(0.1)
+    x[0, 2] = -np.abs(x[0, 2]) - 0.5
     return x
+
+
+def _newest(whole: np.ndarray) -> np.ndarray:
+    """What a stream step gives for a prefix whose whole-sequence output is `whole`: its last
+    step when the model outputs sequences."""
+    return whole[:, -1] if whole.ndim == 3 else whole
 
 
 @pytest.mark.parametrize("batch", [1, cpu.STEP_PROGRAM_MAX_BATCH])
@@ -213,7 +266,7 @@ def test_one_call_step_is_bit_identical_to_the_layer_path(name, batch):
         got = program.step(x[:, t])
         np.testing.assert_array_equal(got, layers.step(x[:, t]))
         if model.input_shape[0] is None:
-            np.testing.assert_allclose(got, model.predict(x[:, :t + 1]), atol=1e-6, rtol=0)
+            np.testing.assert_allclose(got, _newest(model.predict(x[:, :t + 1])), atol=1e-6, rtol=0)
     program.reset()
     layers.reset()
     np.testing.assert_array_equal(program.step(x[:, 0]), layers.step(x[:, 0]))
@@ -273,8 +326,7 @@ def test_what_the_program_cannot_run_takes_the_layer_path(build, batch):
     x = np.ones((batch, STEPS, 3), np.float32) if model.input_shape == (None, None) else _inputs(model, batch)
     for t in range(3):
         got = stream.step(x[:, t])
-    whole = model.predict(x[:, :3])
-    np.testing.assert_allclose(got, whole[:, -1] if whole.ndim == 3 else whole, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, _newest(model.predict(x[:, :3])), atol=1e-6, rtol=0)
 
 
 def test_a_program_refuses_an_input_of_another_shape():
@@ -329,3 +381,28 @@ def test_a_program_cannot_be_copied():
     for make_copy in (copy.copy, copy.deepcopy):
         with pytest.raises(TypeError, match="cannot be copied"):
             make_copy(program)
+
+
+def test_a_program_refuses_arrays_that_do_not_fit_its_ops():
+    """The kernel reads exactly the shapes the table names: anything else is refused when built."""
+    w = {"kernel": np.zeros((5, 24), np.float32), "recurrent_kernel": np.zeros((6, 24), np.float32),
+         "bias": np.zeros(24, np.float32)}
+    acts = (1, 2, 1)
+
+    def lstm(program, h=np.zeros((2, 6), np.float32), c=np.zeros((2, 6), np.float32), **weights):
+        return program.recurrent("lstm", program.input, {**w, **weights}, acts, False, False, 0.0, h, c)
+    with pytest.raises(ValueError, match="the state h is float32 \\(1, 6\\)"):
+        lstm(cpu.StepProgram(2, 5), h=np.zeros((1, 6), np.float32))
+    with pytest.raises(ValueError, match="the state c"):
+        lstm(cpu.StepProgram(2, 5), c=np.zeros((2, 1), np.float32))
+    with pytest.raises(ValueError, match="a matrix is float32 \\(2, 24\\)"):
+        lstm(cpu.StepProgram(2, 5), recurrent_kernel=np.zeros((2, 24), np.float32))
+    with pytest.raises(ValueError, match="a peephole of 1 values"):
+        lstm(cpu.StepProgram(2, 5), peephole=np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="op input 0 is float32 \\(2, 4\\)"):
+        lstm(cpu.StepProgram(2, 4))
+    with pytest.raises(ValueError, match="a bias is float32 \\(1,\\)"):
+        cpu.StepProgram(2, 5).dense(0, np.zeros((5, 3), np.float32), np.zeros(1, np.float32), 0)
+    int8 = QuantizedMatrix.from_values(np.ones((40, 160), np.int8), np.ones(160, np.float32))
+    with pytest.raises(ValueError, match="an int8 matrix's panels"):
+        cpu.StepProgram(2, 50).dense(0, int8._replace(rows=50), np.zeros(160, np.float32), 0)

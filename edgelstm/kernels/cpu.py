@@ -156,8 +156,8 @@ def add_product(z, a, w, j0, j1):
 
 @njit(**_jit)
 def quantize_rows(a, input_scale, q, row_scale):
-    """q[:, :K] = a [rows, K] as int8 values (in int16), row_scale[i] their scale: `input_scale`
-    when positive, else max |a[i]| / 127 (1 for a zero row). As `quantized.quantize_rows`."""
+    """q[:, :K] = a [rows, K] as 12-bit values (in int16), row_scale[i] their scale: `input_scale`
+    when positive, else max |a[i]| / ROW_QMAX (1 for a zero row). As `quantized.quantize_rows`."""
     for i in range(a.shape[0]):
         row, out = a[i], q[i, :a.shape[1]]
         scale = np.float32(input_scale)
@@ -208,7 +208,8 @@ def _scratch_by_type(w, other, rows, inputs, width):
     if isinstance(w, types.Array) and isinstance(other, types.Array):
         return lambda w, other, rows, inputs, width: (np.empty((0, 0), np.int16), np.empty((0, 0), np.int32),
                                                       np.empty(0, np.float32))
-    # q is zeroed: an odd input count leaves its pad column 0; acc spans whole panels
+    # acc spans whole panels. An odd input count's pad column of q may hold the other product's
+    # value (they share q); the pad row of the packed weights is zero, so it adds nothing
     return lambda w, other, rows, inputs, width: (np.zeros((rows, inputs + inputs % 2), np.int16),
                                                   np.empty((rows, -(-width // PANEL) * PANEL), np.int32),
                                                   np.empty(rows, np.float32))
@@ -621,7 +622,7 @@ def _step_ids(program, addresses, ids):
 
 
 _CELLS = {"lstm": _LSTM, "gru": _GRU, "rnn": _RNN}
-ALL_ROWS = 1  # the program's all-true mask
+_ALL_ROWS = 1  # the program's all-true mask
 
 
 def _row(fields: list) -> list:
@@ -640,8 +641,10 @@ class StepProgram:
     """A stream's step as one compiled call, built layer by layer (see `_run_program`).
 
     It holds every array its table points into (weights, the stream's states, work arrays and
-    each layer's output), so the addresses stay valid while it lives. Each method adds one op and
-    returns the index of that op's output [batch, width], which later ops take as `src`.
+    each layer's output), so the addresses stay valid while it lives, and checks each array's
+    dtype and shape as it takes it. Each layer method adds one op and returns the index of that
+    op's output [batch, width] (with its mask, for `embedding` and `masking`), which later ops take
+    as `src`; `combine_masks` returns a mask's index.
     """
 
     def __init__(self, batch: int, input_width: int, id_limit: int = 0):
@@ -652,7 +655,7 @@ class StepProgram:
         self._step = _step_floats if input_width else _step_ids
         self.input = self._hold(np.zeros((batch, input_width), np.float32) if input_width
                                 else np.zeros(batch, np.int64))
-        self._new_mask()  # index ALL_ROWS: every row steps, for recurrent layers without a mask
+        self._new_mask()  # index _ALL_ROWS: every row steps, for recurrent layers without a mask
         self._table = self._addresses = self.output = None
 
     def __reduce__(self):  # a copy would point into this program's arrays
@@ -682,8 +685,16 @@ class StepProgram:
             raise ValueError(f"op input {src} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {shape}")
         return src
 
-    def _weights(self, array: np.ndarray) -> int:
-        return self._hold(np.ascontiguousarray(array, np.float32))  # no copy for the usual float32 weights
+    def _fixed(self, array: np.ndarray, shape: tuple, what: str, dtype=np.float32) -> int:
+        """Hold `array` once it is checked to be `dtype` of `shape`: the kernel reads exactly that."""
+        if array.dtype != dtype or array.shape != tuple(shape):
+            raise ValueError(f"{what} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {tuple(shape)}")
+        return self._hold(array)
+
+    def _weights(self, array: np.ndarray, shape: tuple | None = None, what: str = "a weight") -> int:
+        """Hold float32 weights (no copy for the usual float32 ones), checked against `shape` if given."""
+        array = np.ascontiguousarray(array, np.float32)
+        return self._fixed(array, array.shape if shape is None else shape, what)
 
     def _new_mask(self) -> int:
         return self._hold(np.ones(self.batch, np.bool_))
@@ -693,16 +704,20 @@ class StepProgram:
         self._rows.append(_row([op, dst, src, *fields]))
         return dst
 
-    def _product_matrix(self, w: np.ndarray | QuantizedMatrix) -> tuple[int, int, int]:
-        """The (data, scale, input scale) fields of a float32 matrix (scale -1) or a QuantizedMatrix."""
+    def _product_matrix(self, w: np.ndarray | QuantizedMatrix, rows: int, cols: int) -> tuple[int, int, int]:
+        """The (data, scale, input scale) fields of a float32 [rows, cols] matrix (scale -1) or a
+        QuantizedMatrix of that shape."""
         if isinstance(w, QuantizedMatrix):
-            return self._hold(w.panels), self._weights(w.scale), _bits(w.input_scale)
-        return self._weights(w), -1, 0
+            panels = (-(-cols // PANEL), (rows + 1) // 2, 2 * PANEL)  # as pack_panels makes them
+            return (self._fixed(w.panels, panels, "an int8 matrix's panels", np.int8),
+                    self._weights(w.scale, (cols,), "an int8 matrix's scales"), _bits(w.input_scale))
+        return self._weights(w, (rows, cols), "a matrix"), -1, 0
 
     def dense(self, src: int, kernel: np.ndarray | QuantizedMatrix, bias: np.ndarray, act: int) -> int:
         rows, cols = kernel.shape
-        data, scale, input_scale = self._product_matrix(kernel)
-        return self._add(_OP_DENSE, cols, self._source(src, rows), rows, cols, data, self._weights(bias), act, scale, input_scale)
+        data, scale, input_scale = self._product_matrix(kernel, rows, cols)
+        return self._add(_OP_DENSE, cols, self._source(src, rows), rows, cols, data,
+                         self._weights(bias, (cols,), "a bias"), act, scale, input_scale)
 
     def activation(self, src: int, width: int, act: int) -> int:
         return self._add(_OP_ACTIVATION, width, self._source(src, width), width, act)
@@ -731,7 +746,8 @@ class StepProgram:
             raise ValueError(f"a conv window of {window.dtype} {window.shape} does not fit the kernel {kernel.shape}")
         full = np.zeros((self.batch, window.shape[1] + 1, inputs), np.float32)
         return self._add(_OP_CAUSAL_CONV, outputs, self._source(src, inputs), inputs, outputs, taps, dilation,
-                         self._weights(kernel), self._weights(bias), act, self._hold(window), self._hold(full))
+                         self._weights(kernel), self._weights(bias, (outputs,), "a bias"), act, self._hold(window),
+                         self._hold(full))
 
     def combine_masks(self, masks: list[int], all_of: bool) -> int:
         """A mask: the AND (all_of) or the OR of `masks`."""
@@ -743,12 +759,13 @@ class StepProgram:
 
     def batch_norm(self, src: int, scale: np.ndarray, offset: np.ndarray) -> int:
         width = scale.shape[0]
-        return self._add(_OP_BATCH_NORM, width, self._source(src, width), width, self._weights(scale), self._weights(offset))
+        return self._add(_OP_BATCH_NORM, width, self._source(src, width), width, self._weights(scale, (width,)),
+                         self._weights(offset, (width,), "an offset"))
 
     def layer_norm(self, src: int, gamma: np.ndarray, beta: np.ndarray, epsilon: float) -> int:
         width = gamma.shape[0]
-        return self._add(_OP_LAYER_NORM, width, self._source(src, width), width, self._weights(gamma), self._weights(beta),
-                         _bits(epsilon))
+        return self._add(_OP_LAYER_NORM, width, self._source(src, width), width, self._weights(gamma, (width,)),
+                         self._weights(beta, (width,), "a beta"), _bits(epsilon))
 
     def merge(self, sources: list[int], code: int) -> int:
         """Elementwise (a MERGE_* code) or side by side (MERGE_CONCATENATE), of at most
@@ -771,26 +788,32 @@ class StepProgram:
         matrices possibly QuantizedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
         stream's state arrays, updated in place where `mask` (None: every row) is true. The op's
         output is h itself, unless `zero_masked`: then zeros for masked rows."""
-        code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[1]
+        code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[-1]
+        if width != {"lstm": 4, "gru": 3, "rnn": 1}[cell] * units:
+            raise ValueError(f"a {cell} of {units} units has gate sums of width {width}")
+        state = self._fixed(h, (self.batch, units), "the state h")
+        cell_state = state if c is None else self._fixed(c, (self.batch, units), "the state c")
         peephole = w.get("peephole", np.zeros(0, np.float32))
-        kernel, recurrent = self._product_matrix(w["kernel"]), self._product_matrix(w["recurrent_kernel"])
+        if peephole.shape[0] not in (0, 3 * units):
+            raise ValueError(f"a peephole of {peephole.shape[0]} values for {units} units")
+        kernel = self._product_matrix(w["kernel"], inputs, width)
+        recurrent = self._product_matrix(w["recurrent_kernel"], units, width)
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
         int8 = kernel[1] >= 0 or recurrent[1] >= 0  # int8 products need `_scratch`'s work arrays
         longest = max(inputs, units)
         q_cols, acc_cols = (longest + longest % 2, -(-width // PANEL) * PANEL) if int8 else (0, 0)
         recurrent_bias = w["recurrent_bias"] if cell == "gru" else w["bias"]  # others read none of it
-        fields = [code, inputs, units, width, kernel[0], recurrent[0], self._weights(w["bias"]),
-                  self._weights(recurrent_bias), self._weights(peephole), peephole.shape[0],
-                  self._hold(h if c is None else c),  # a cell without c reads [batch, 0] of h there
+        fields = [code, inputs, units, width, kernel[0], recurrent[0], self._weights(w["bias"], (width,), "a bias"),
+                  self._weights(recurrent_bias, (width,), "a recurrent bias"), self._weights(peephole),
+                  peephole.shape[0], cell_state,  # a cell without c reads [batch, 0] of h there
                   *work, *acts, int(reset_after), int(input_forget), _bits(clip),
                   *kernel[1:], *recurrent[1:],
                   self._hold(np.zeros((self.batch, q_cols), np.int16)), q_cols,
                   self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
                   self._hold(np.zeros(self.batch, np.float32))]
-        state = self._hold(h)
         dst = self._hold(np.zeros_like(h)) if zero_masked else state
-        live = ALL_ROWS if mask is None else self._source(mask, False)
+        live = _ALL_ROWS if mask is None else self._source(mask, False)
         self._rows.append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live]))
         return dst
 
