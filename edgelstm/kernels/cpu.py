@@ -632,6 +632,12 @@ def _row(fields: list) -> list:
     return fields + [0] * (_OP_FIELDS - len(fields))
 
 
+def _check(array: np.ndarray, shape: tuple, what: str, dtype=np.float32) -> None:
+    """ValueError unless `array` is `dtype` of `shape`: the kernel reads exactly that."""
+    if array.dtype != dtype or array.shape != tuple(shape):
+        raise ValueError(f"{what} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {tuple(shape)}")
+
+
 def _bits(value: float) -> int:
     """A float64 as the int64 of its bits: how a table row holds a float (read back with .view)."""
     return int(np.float64(value).view(np.int64))
@@ -651,7 +657,7 @@ class StepProgram:
         """input_width: features per step, or 0 when the input is token ids [batch] < id_limit."""
         self.batch = batch
         self._arrays = []
-        self._rows = [[batch, input_width, id_limit] + [0] * (_OP_FIELDS - 3)]  # the header
+        self._rows = [_row([batch, input_width, id_limit])]  # the header
         self._step = _step_floats if input_width else _step_ids
         self.input = self._hold(np.zeros((batch, input_width), np.float32) if input_width
                                 else np.zeros(batch, np.int64))
@@ -673,22 +679,15 @@ class StepProgram:
         self._arrays.append(array)
         return len(self._arrays) - 1
 
-    def _source(self, src: int, width: int | None | bool) -> int:
-        """src, checked to be a float32 [batch, width] value (width None: the int64 [batch] token
-        ids, False: a bool [batch] mask)."""
-        array = self._arrays[src]
-        if width is None or width is False:
-            shape, dtype = (self.batch,), (np.int64 if width is None else np.bool_)
-        else:
-            shape, dtype = (self.batch, width), np.float32
-        if array.shape != shape or array.dtype != dtype:
-            raise ValueError(f"op input {src} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {shape}")
+    def _source(self, src: int, width: int | None, dtype=np.float32) -> int:
+        """src, checked to be a [batch, width] value of `dtype` (width None: [batch], as token ids
+        and masks are)."""
+        _check(self._arrays[src], (self.batch,) if width is None else (self.batch, width), f"op input {src}", dtype)
         return src
 
     def _fixed(self, array: np.ndarray, shape: tuple, what: str, dtype=np.float32) -> int:
-        """Hold `array` once it is checked to be `dtype` of `shape`: the kernel reads exactly that."""
-        if array.dtype != dtype or array.shape != tuple(shape):
-            raise ValueError(f"{what} is {array.dtype} {array.shape}; the op reads {np.dtype(dtype)} {tuple(shape)}")
+        """Hold `array` once it is checked to be `dtype` of `shape`."""
+        _check(array, shape, what, dtype)
         return self._hold(array)
 
     def _weights(self, array: np.ndarray, shape: tuple | None = None, what: str = "a weight") -> int:
@@ -726,7 +725,7 @@ class StepProgram:
         """(output, its mask: the rows whose id is not 0, or None without mask_zero)."""
         rows, cols = table.shape
         mask = self._new_mask() if mask_zero else None
-        return self._add(_OP_EMBEDDING, cols, self._source(src, None), rows, cols, self._weights(table),
+        return self._add(_OP_EMBEDDING, cols, self._source(src, None, np.int64), rows, cols, self._weights(table),
                          -1 if mask is None else mask), mask
 
     def masking(self, src: int, width: int, value: float) -> tuple[int, int]:
@@ -740,19 +739,17 @@ class StepProgram:
         state [batch, dilation * (taps - 1), inputs] of the steps before, updated in place (None
         for a single tap)."""
         taps, inputs, outputs = kernel.shape
-        if window is None:
-            window = np.zeros((self.batch, 0, inputs), np.float32)
-        if window.shape != (self.batch, dilation * (taps - 1), inputs) or window.dtype != np.float32:
-            raise ValueError(f"a conv window of {window.dtype} {window.shape} does not fit the kernel {kernel.shape}")
-        full = np.zeros((self.batch, window.shape[1] + 1, inputs), np.float32)
+        kept = dilation * (taps - 1)
+        window = np.zeros((self.batch, 0, inputs), np.float32) if window is None else window
         return self._add(_OP_CAUSAL_CONV, outputs, self._source(src, inputs), inputs, outputs, taps, dilation,
-                         self._weights(kernel), self._weights(bias, (outputs,), "a bias"), act, self._hold(window),
-                         self._hold(full))
+                         self._weights(kernel), self._weights(bias, (outputs,), "a bias"), act,
+                         self._fixed(window, (self.batch, kept, inputs), "a conv window"),
+                         self._hold(np.zeros((self.batch, kept + 1, inputs), np.float32)))
 
     def combine_masks(self, masks: list[int], all_of: bool) -> int:
         """A mask: the AND (all_of) or the OR of `masks`."""
         for mask in masks:
-            self._source(mask, False)
+            self._source(mask, None, np.bool_)
         dst = self._new_mask()
         self._rows.append(_row([_OP_COMBINE_MASKS, dst, masks[0], int(all_of), len(masks), *masks]))
         return dst
@@ -813,7 +810,7 @@ class StepProgram:
                   self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
                   self._hold(np.zeros(self.batch, np.float32))]
         dst = self._hold(np.zeros_like(h)) if zero_masked else state
-        live = _ALL_ROWS if mask is None else self._source(mask, False)
+        live = _ALL_ROWS if mask is None else self._source(mask, None, np.bool_)
         self._rows.append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live]))
         return dst
 
