@@ -412,6 +412,7 @@ class Model:
         tables = [(layer.weights["embeddings"].shape[0], layer.name) for layer in graph.layers
                   if layer.kind == "embedding"]
         self._id_limit = min(tables) if tables else None
+        self._input_dtype = np.dtype(graph.input.attrs["dtype"])
         self._local = threading.local()
 
     @property
@@ -421,7 +422,7 @@ class Model:
 
     @property
     def input_dtype(self) -> np.dtype:
-        return np.dtype(self.graph.input.attrs["dtype"])
+        return self._input_dtype
 
     @property
     def output_shape(self) -> tuple:
@@ -438,8 +439,8 @@ class Model:
             arr = np.asarray(x)
         except ValueError as exc:  # ragged nested lists
             raise ShapeError(f"input is not a regular array: {exc}") from None
-        want = ("batch",) + tuple("any" if d is None else d for d in expected)
         if arr.ndim != len(expected) + 1 or any(d is not None and d != g for d, g in zip(expected, arr.shape[1:])):
+            want = ("batch",) + tuple("any" if d is None else d for d in expected)
             raise ShapeError(f"input has shape {arr.shape}, expected {want}")
         if arr.shape[0] == 0 or (sequence and arr.shape[1] == 0):
             raise ShapeError(f"input has shape {arr.shape}: it needs at least one sequence of at least one step")
