@@ -43,6 +43,8 @@ _BLAS_ROWS, _BLAS_INPUTS = 8, 32
 def _copy(dst, src):
     """dst[:] = src for rows of equal length, 4x faster than numba's slice assignment (its general
     broadcasting path) on a [256, 128] block; inlined, since a call per row costs as much again."""
+    if src.shape[0] != dst.shape[0]:  # the slice assignment refused this too
+        raise ValueError("rows of different lengths")
     for j in range(dst.shape[0]):
         dst[j] = src[j]
 
