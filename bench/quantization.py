@@ -25,7 +25,7 @@ import edgelstm
 from edgelstm import benchmark, crosscheck
 from edgelstm.passes.quantize import compare
 
-from results import write_section  # noqa: E402  (bench/ is this script's folder)
+from results import best_p50, write_section  # noqa: E402  (bench/ is this script's folder)
 from run_grid import FEATURES, make_models  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -34,20 +34,11 @@ TASKS = MODELS / "tasks"
 EXAMPLES = ("sensor_forecast", "text_classifier", "lstm_autoencoder")
 HIDDEN = (32, 64, 128, 256, 512)
 STEPS = 50
+ROUNDS = 2  # engines interleaved, each figure the better of two rounds
 
 
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
-
-
-def best_p50(calls: dict, min_time: float) -> dict[str, float]:
-    """Median call time per engine, best of two interleaved rounds: drift on a shared machine hits
-    every engine alike."""
-    p50 = {}
-    for _ in range(2):
-        for name, call in calls.items():
-            p50.setdefault(name, []).append(float(np.median(benchmark.time_calls(call, min_time))))
-    return {name: min(v) for name, v in p50.items()}
 
 
 def tflite_call(path: Path, x: np.ndarray):
@@ -71,7 +62,7 @@ def grid_row(stem: Path, min_time: float) -> str:
         run = crosscheck.onnx_runner(path, 1)
         calls[name] = lambda run=run: run(x)
     calls["litert8"] = tflite_call(Path(f"{stem}_t{STEPS}_b1.while.dynint8.tflite"), x)
-    t = best_p50(calls, min_time)
+    t = best_p50(calls, min_time, ROUNDS)
     best_peer = min(t["ort8"], t["litert8"])
     f32_bytes, int8_bytes = stem.with_suffix(".elstm").stat().st_size, int8_path.stat().st_size
     cell, hidden = stem.name.split("_h")
@@ -101,7 +92,7 @@ def task_row(entry: dict, tmp: Path, min_time: float) -> str:
     one = x[:1]
     t = best_p50({"f32": lambda: models["f32"].predict(one), "int8": lambda: models["int8"].predict(one),
                   "litert": tflite_call(TASKS / entry["tflite_f32"], one),
-                  "litert8": tflite_call(TASKS / entry["tflite_dynint8"], one)}, min_time)
+                  "litert8": tflite_call(TASKS / entry["tflite_dynint8"], one)}, min_time, ROUNDS)
     fmt = (lambda v: f"{100 * v:.1f}%") if entry["metric"] == "accuracy" else (lambda v: f"{v:.4f}")
     sizes = (paths["f32"].stat().st_size, paths["int8"].stat().st_size, (TASKS / entry["tflite_dynint8"]).stat().st_size)
     return (f"| {entry['name']} ({entry['metric']}) | {fmt(metric['f32'])} | {fmt(metric['int8'])} | "

@@ -26,7 +26,7 @@ import numpy as np
 
 import edgelstm
 from edgelstm import benchmark, crosscheck
-from results import write_section  # bench/ is this script's folder
+from results import best_p50, write_section  # bench/ is this script's folder
 
 HERE = Path(__file__).resolve().parent
 FEATURES = 8
@@ -123,15 +123,7 @@ def measure(args, cell, hidden, steps, batch, threads) -> dict:
             calls[name] = (lambda run=run: run(x))
         else:
             calls[name] = run
-    # engines interleaved, each point the quietest of ROUNDS rounds: a noisy spell then hits every engine
-    medians = {name: [] for name in calls}
-    for round_ in range(ROUNDS):
-        for name, call in calls.items():
-            slow = name == "numpy-reference"
-            times = benchmark.time_calls(call, args.min_time / ROUNDS, min_runs=1 if slow else 5,
-                                         warmup=0 if round_ else (1 if slow else 2))
-            medians[name].append(float(np.median(times)))
-    return {name: min(values) for name, values in medians.items()}
+    return best_p50(calls, args.min_time / ROUNDS, ROUNDS, slow=("numpy-reference",))
 
 
 def _fmt(seconds: float | None) -> str:

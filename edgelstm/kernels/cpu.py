@@ -361,11 +361,13 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
             _copy(hz[i], recurrent_bias)
         _product(hz, h, recurrent_kernel, scratch, 0, width if reset_after else 2 * units)
         if not reset_after:  # the candidate's recurrent product sees r * h
-            for i in range(rows):
-                rh[i, :] = xz[i, units:2 * units] + hz[i, units:2 * units]
-                _activate(rec_act, rh[i], 0, units)
+            for i in range(rows):  # in place: `a[i, :] = b + c` would allocate b + c per row and step
+                r_i, x_r, h_r = rh[i], xz[i, units:2 * units], hz[i, units:2 * units]
                 for j in range(units):
-                    rh[i, j] *= h[i, j]
+                    r_i[j] = x_r[j] + h_r[j]
+                _activate(rec_act, r_i, 0, units)
+                for j in range(units):
+                    r_i[j] *= h[i, j]
             _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units)
     else:
         _product(xz, h, recurrent_kernel, scratch, 0, width)
