@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -130,6 +131,29 @@ def test_a_layer_past_the_shared_memory_limit_is_refused_at_load():
     graph = recurrent_graph("rnn", units=cuda.MAX_UNITS + 1, features=1, steps=2)
     with pytest.raises(BackendError, match=f"layer 'cell' has {cuda.MAX_UNITS + 1} units.*up to {cuda.MAX_UNITS}"):
         Model(graph, backend="cuda")
+
+
+@pytest.mark.skipif(not SIMULATED, reason="a fix to the simulator")
+def test_the_threads_of_a_simulated_block_share_one_array_per_line():
+    """Unlocked, about one block in eight got two arrays for one line (16 threads released together)."""
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    for _ in range(100):
+        shared, release, got = FakeCUDAShared(0), threading.Barrier(16), [None] * 16
+
+        def allocate(tid):
+            release.wait()
+            first = shared.array(8, np.float32)
+            second = shared.array(8, np.float32)  # another line: another array
+            got[tid] = first, second
+
+        threads = [threading.Thread(target=allocate, args=(tid,)) for tid in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(first) for first, _ in got}) == 1 and len({id(second) for _, second in got}) == 1
+        assert got[0][0] is not got[0][1]
 
 
 @pytest.mark.skipif(not SIMULATED, reason="with a GPU, auto picks cuda")

@@ -17,6 +17,7 @@ which is slow on Jetson GPUs.
 
 import functools
 import math
+import sys
 import threading
 from typing import NamedTuple
 
@@ -35,8 +36,41 @@ _ZERO, _ONE, _HALF = float32(0.0), float32(1.0), float32(0.5)
 _QMAX = float32(ROW_QMAX)
 _LSTM, _GRU, _RNN = range(3)
 
-if SIMULATED:  # the simulator's libdevice functions are stubs
-    @cuda.jit(device=True)
+
+def _lock_simulated_shared_arrays():
+    """Make the simulator hand every thread of a block the same `cuda.shared.array`.
+
+    The simulator finds a block's shared array by the calling source line and creates it on a
+    miss, unlocked: two threads that miss together get two arrays, and a thread left with its own
+    copy of `h` computes the rest of the sequence from it (CI failed on that, about one run in
+    eight). The same lookup, under a lock; dynamic shared memory (shape 0) needs no lookup.
+    """
+    from numba.core import types
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+    from numba.np import numpy_support
+
+    unlocked = FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return unlocked(self, shape, dtype, alignment)
+        caller = sys._getframe(1)
+        line = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            found = self._allocations.get(line)
+            if found is None:
+                dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else dtype
+                found = self._allocations[line] = np.empty(shape, dtype)
+        return found
+
+    FakeCUDAShared.array = array
+
+
+if SIMULATED:
+    _lock_simulated_shared_arrays()
+
+    @cuda.jit(device=True)  # the simulator's libdevice functions are stubs
     def _rint(v):
         return float32(np.rint(v))
 else:
