@@ -30,6 +30,7 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 _TIME_LOCAL = {"input", "dense", "activation", "embedding", "masking", "batch_norm", "layer_norm", "merge"}
 _MERGE_CODES = {"add": reference.MERGE_ADD, "multiply": reference.MERGE_MULTIPLY, "average": reference.MERGE_AVERAGE}
 _WORKQUEUE_LOCK = threading.Lock()
+_STEPPED_MAX_STEPS = 100  # longer sequences run faster layer by layer (see `Model._sequence_program`)
 
 
 _guard = None
@@ -93,6 +94,7 @@ class _Workspace:
         self.buffers: dict[str, np.ndarray] = {}
         self.states: dict[str, tuple[np.ndarray, ...]] = {}
         self.initial: dict[str, list] = {}  # per layer: the arrays its states restart from (None: zeros)
+        self.programs: dict[int, tuple | None] = {}  # per batch size: `Model._sequence_program`'s
 
     def buffer(self, key: str, shape: tuple, dtype=np.float32) -> np.ndarray:
         buf = self.buffers.get(key)
@@ -413,6 +415,8 @@ class Model:
                   if layer.kind == "embedding"]
         self._id_limit = min(tables) if tables else None
         self._input_dtype = np.dtype(graph.input.attrs["dtype"])
+        self._steps_through = kernels is cpu and _not_streamable(graph) is None  # see `_sequence_program`
+        self._every_step = len(self.output_shape) == 2  # the output keeps the time axis
         self._local = threading.local()
 
     @property
@@ -504,9 +508,37 @@ class Model:
         chunk = batch_size or x.shape[0]
         parts = []
         for start in range(0, x.shape[0], chunk):
-            ws.reset_states()
-            parts.append(self._run(x[start:start + chunk], ws))
+            part = x[start:start + chunk]
+            found = self._sequence_program(ws, *part.shape[:2])
+            if found is None:
+                ws.reset_states()
+                parts.append(self._run(part, ws))
+            else:
+                parts.append(self._run_steps(*found, part))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _sequence_program(self, ws: _Workspace, batch: int, steps: int) -> tuple | None:
+        """(a `cpu.StepProgram` of the model, the workspace of its states) that runs whole sequences
+        in one call, stepping inside it; None where the layer-by-layer path runs them: models that
+        do not stream, other backends, batches of 8 or more (threads and sgemm pay off there), and
+        sequences longer than _STEPPED_MAX_STEPS. At batch 1 the layer path's Python and numba
+        calls cost 12 us more per sequence, while a step through the program costs about 0.1 us
+        more (bench/RESULTS.md, "Batch 1"). Made once per batch size and thread."""
+        if not self._steps_through or batch > cpu.STEP_PROGRAM_MAX_BATCH or steps > _STEPPED_MAX_STEPS:
+            return None
+        if batch not in ws.programs:
+            own = _Workspace(cpu, streaming=True)  # states of its own: the layer path reallocates its per batch
+            program = _step_program(self, own, batch, whole_sequences=True)
+            ws.programs[batch] = None if program is None else (program, own)
+        return ws.programs[batch]
+
+    def _run_steps(self, program: cpu.StepProgram, own: _Workspace, x: np.ndarray) -> np.ndarray:
+        own.reset_states()
+        out, bad = program.run_sequence(x, self._every_step)
+        if bad >= 0:  # a token id out of range: nothing ran
+            self._check_ids(x)  # names it
+            raise InputError("a token id is outside the range of the model's embeddings")
+        return out
 
     def stream(self, batch: int = 1) -> "Stream":
         """A `Stream` that feeds `batch` sequences one time step per call, keeping state."""
@@ -521,13 +553,32 @@ def refuse_non_finite(x: np.ndarray) -> None:
                          f"index {first}); clean the data, or leave out the finite check to let them propagate")
 
 
-def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram | None:
-    """The model's stream step as one `cpu.StepProgram` call over the workspace's states, or None
+def _not_streamable(graph: Graph) -> str | None:
+    """Why a model cannot run one step at a time (None: it can): only forward recurrent layers,
+    causal stride-1 convolutions and layers that work on each time step alone stream."""
+    for layer in graph.layers:
+        if layer.kind in RECURRENT_KINDS and not layer.attrs["go_backwards"]:
+            continue
+        if layer.kind == "conv1d" and layer.attrs["padding"] == "causal" and layer.attrs["strides"] == 1:
+            continue
+        if layer.kind == "take_step" and layer.attrs["index"] == -1:  # the newest step: the one fed
+            continue
+        if layer.kind not in _TIME_LOCAL:
+            why = ("it runs backwards over the sequence" if layer.kind in RECURRENT_KINDS
+                   else f"'{layer.kind}' layers need the whole sequence"
+                   + (" (only causal, stride-1 conv1d streams)" if layer.kind == "conv1d" else ""))
+            return f"layer '{layer.name}' is not causal ({why})"
+    return None
+
+
+def _step_program(model: Model, ws: _Workspace, batch: int, whole_sequences: bool = False) -> cpu.StepProgram | None:
+    """The model's step as one `cpu.StepProgram` call over the workspace's states, or None
     where the layer-by-layer path runs it: another backend, a batch large enough for threads, a
     merge of many inputs, a feature count known only at run time, token ids that reach a layer
     other than an embedding (or an embedding of computed values), or a layer kind with no op.
     Masks follow `mask_rule` as in `_output_mask`; which layers have one is known when the stream
-    opens."""
+    opens. For `whole_sequences` the layers that see only a sequence's end (after a recurrent
+    layer without return_sequences or a take_step) are deferred: `run_sequence` runs them once."""
     if model._kernels is not cpu or batch > cpu.STEP_PROGRAM_MAX_BATCH:
         return None
     ids = model.input_dtype.kind == "i"
@@ -537,8 +588,11 @@ def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram |
         return None
     program = cpu.StepProgram(batch, 0 if ids else model.input_shape[1], model._id_limit[0] if ids else 0)
     slots, masks = [program.input], [None]  # by layer position: the value and the mask (None: none)
+    at_end = [False]  # by layer position: the value is needed after the last step only
     for (layer, rule, _, sources), w in zip(model._ops, model._host_weights):
         a, src, in_masks = layer.attrs, slots[sources[0]], [masks[i] for i in sources]
+        stateful = layer.kind in RECURRENT_KINDS or layer.kind == "conv1d"  # these step every step
+        program.deferred = whole_sequences and not stateful and all(at_end[i] for i in sources)
         if ids and program.input in [slots[i] for i in sources] and layer.kind != "embedding":
             return None
         act = activations.CODES.get(a.get("activation", "linear"))
@@ -576,6 +630,8 @@ def _step_program(model: Model, ws: _Workspace, batch: int) -> cpu.StepProgram |
         else:
             return None
         slots.append(value)
+        last_only = layer.kind == "take_step" or (layer.kind in RECURRENT_KINDS and not a["return_sequences"])
+        at_end.append(program.deferred or (whole_sequences and last_only))
         parts = _mask_parts(layer, rule, produced, in_masks)
         masks.append(program.combine_masks(parts, a["mask_combine"] == "all") if len(parts) > 1
                      else parts[0] if parts else None)
@@ -592,19 +648,9 @@ class Stream:
     """
 
     def __init__(self, model: Model, batch: int = 1):
-        for layer in model.graph.layers:
-            if layer.kind in RECURRENT_KINDS and not layer.attrs["go_backwards"]:
-                continue
-            if layer.kind == "conv1d" and layer.attrs["padding"] == "causal" and layer.attrs["strides"] == 1:
-                continue
-            if layer.kind == "take_step" and layer.attrs["index"] == -1:  # the newest step: the one fed
-                continue
-            if layer.kind not in _TIME_LOCAL:
-                why = ("it runs backwards over the sequence" if layer.kind in RECURRENT_KINDS
-                       else f"'{layer.kind}' layers need the whole sequence"
-                       + (" (only causal, stride-1 conv1d streams)" if layer.kind == "conv1d" else ""))
-                raise BackendError(f"this model cannot stream: layer '{layer.name}' is not causal ({why}); "
-                                   "use predict() on whole sequences")
+        why = _not_streamable(model.graph)
+        if why:
+            raise BackendError(f"this model cannot stream: {why}; use predict() on whole sequences")
         if batch < 1:
             raise ShapeError(f"a stream needs a batch of at least 1, got {batch}")
         self.model = model

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 import edgelstm
+from edgelstm import runtime
 from edgelstm.errors import InputError, ShapeError
 from edgelstm.ir import Graph, Layer
 from edgelstm.kernels import cpu
 from edgelstm.kernels.quantized import QuantizedMatrix
 from edgelstm.passes.quantize import quantize
+from edgelstm.runtime import _Workspace
 
 from .conftest import small_graph
 from .test_quantize import recurrent_graph
@@ -406,3 +408,63 @@ def test_a_program_refuses_arrays_that_do_not_fit_its_ops():
     int8 = QuantizedMatrix.from_values(np.ones((40, 160), np.int8), np.ones(160, np.float32))
     with pytest.raises(ValueError, match="an int8 matrix's panels"):
         cpu.StepProgram(2, 50).dense(0, int8._replace(rows=50), np.zeros(160, np.float32), 0)
+
+
+def _layer_by_layer(model: edgelstm.Model, x: np.ndarray) -> np.ndarray:
+    """`predict` as the layers run one by one, from zero states."""
+    ws = _Workspace(cpu)
+    ws.reset_states()
+    return model._run(model.prepare_input(x), ws)
+
+
+@pytest.mark.parametrize("batch", [1, cpu.STEP_PROGRAM_MAX_BATCH])
+@pytest.mark.parametrize("name", GRAPHS)
+def test_predict_steps_whole_sequences_through_the_program_as_the_layers_do(name, batch):
+    """Small batches of a model that streams run as one program call per sequence (layers that see
+    only the sequence's end deferred to after its last step), giving what the layers give."""
+    model = edgelstm.Model(GRAPHS[name](), "cpu")
+    x = _inputs(model, batch)
+    if model.input_shape[0] is not None:
+        x = x[:, :model.input_shape[0]]
+    got = model.predict(x)
+    assert model._workspace().programs[batch] is not None
+    np.testing.assert_allclose(got, _layer_by_layer(model, x), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(model.predict(x), got)  # the states start again from their initial values
+
+
+def test_layers_after_the_last_state_run_once_after_the_last_step():
+    model = edgelstm.Model(GRAPHS["stacked_softmax"](), "cpu")
+    model.predict(_inputs(model, 1))
+    program, _ = model._workspace().programs[1]
+    every_step = program._table[0, 5]
+    assert [row[0] for row in program._table[every_step:]] == [cpu._OP_DENSE, cpu._OP_ACTIVATION]
+
+
+@pytest.mark.parametrize("batch, steps", [(cpu.STEP_PROGRAM_MAX_BATCH + 1, 4), (1, runtime._STEPPED_MAX_STEPS + 1)])
+def test_large_batches_and_long_sequences_run_layer_by_layer(batch, steps):
+    model = edgelstm.Model(GRAPHS["lstm"](), "cpu")
+    x = np.random.default_rng(0).normal(size=(batch, steps, 5)).astype(np.float32)
+    got = model.predict(x)
+    assert model._workspace().programs == {}
+    np.testing.assert_allclose(got, model.predict(x, batch_size=1), atol=1e-6, rtol=0)  # stepped, a sequence a call
+
+
+def test_a_bad_token_id_in_a_whole_sequence_is_named():
+    model = edgelstm.Model(_token_ids(), "cpu")
+    x = _inputs(model, 2)
+    x[1, 4] = 25
+    with pytest.raises(InputError, match="token id 25 is outside the range of embedding 'embed' \\[0, 20\\)"):
+        model.predict(x)
+    x[1, 4] = 3
+    np.testing.assert_allclose(model.predict(x), _layer_by_layer(model, x), atol=1e-6, rtol=0)
+
+
+def test_a_whole_sequence_of_another_shape_is_refused_by_the_program():
+    program = cpu.StepProgram(2, 5)
+    program.finish(program.dense(program.input, np.ones((5, 3), np.float32), np.zeros(3, np.float32), 0))
+    with pytest.raises(ValueError, match=r"a step takes \(2, 5\), got sequences \(2, 3, 4\)"):
+        program.run_sequence(np.zeros((2, 3, 4), np.float32), every_step=True)
+    with pytest.raises(ValueError, match="are \\[batch, steps, ...\\]"):
+        program.run_sequence(np.zeros((2, 0, 5), np.float32), every_step=True)
+    out, status = program.run_sequence(np.ones((2, 3, 5), np.float32), every_step=True)
+    assert status == -1 and out.shape == (2, 3, 3) and np.all(out == 5.0)

@@ -234,12 +234,18 @@ def _row_blocks(rows: int) -> int:
 
 
 @njit(**_jit)
-def _dense_rows(x, kernel, bias, act, out):
+def _dense_into(x, kernel, bias, act, out, scratch):
+    """out = act(bias + x @ kernel) with the caller's `_scratch` work arrays."""
     for n in range(x.shape[0]):
         _copy(out[n], bias)
-    _product(out, x, kernel, _scratch(kernel, kernel, x.shape[0], x.shape[1], out.shape[1]), 0, out.shape[1])
+    _product(out, x, kernel, scratch, 0, out.shape[1])
     for n in range(x.shape[0]):
         _activate_row(out[n], act)
+
+
+@njit(**_jit)
+def _dense_rows(x, kernel, bias, act, out):
+    _dense_into(x, kernel, bias, act, out, _scratch(kernel, kernel, x.shape[0], x.shape[1], out.shape[1]))
 
 
 @njit(parallel=True, **_jit)
@@ -511,14 +517,20 @@ def _int8_matrix(addresses, p, field, scale_field, rows, cols):
 
 
 @njit(**_jit)
+def _op_scratch(p, field, addresses, batch):
+    """The `_scratch` work arrays an op row holds from `field` on (see `StepProgram._scratch_fields`)."""
+    return (numba.carray(_pointer(addresses[p[field]]), (batch, p[field + 1]), np.int16),
+            numba.carray(_pointer(addresses[p[field + 2]]), (batch, p[field + 3]), np.int32),
+            _vector(addresses, p[field + 4], batch))
+
+
+@njit(**_jit)
 def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
     """A recurrent op row (fields as in `StepProgram.recurrent`) with its matrices ready."""
     cell, inputs, units, width = p[3], p[4], p[5], p[6]
     gru, reset_after = cell == _GRU, p[20] != 0
     live, h = _mask(addresses, p[33], batch), _matrix(addresses, p[32], batch, units)
-    scratch = (numba.carray(_pointer(addresses[p[27]]), (batch, p[28]), np.int16),
-               numba.carray(_pointer(addresses[p[29]]), (batch, p[30]), np.int32),
-               _vector(addresses, p[31], batch))
+    scratch = _op_scratch(p, 27, addresses, batch)
     _cell_step(cell, _matrix(addresses, p[2], batch, inputs), live, kernel, recurrent_kernel,
                _vector(addresses, p[9], width), _vector(addresses, p[10], width if gru else 0),
                p[17], p[18], reset_after, _vector(addresses, p[11], p[12]), p[19], _float_at(p, 22), p[21] != 0,
@@ -536,18 +548,19 @@ def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
 
 
 @njit(**_jit)
-def _run_program(program, addresses, batch):
-    """Run the ops of a `StepProgram` table in order (row 0 is its header); each op row:
-    [op, dst, src, fields...]."""
-    for n in range(1, program.shape[0]):
+def _run_program(program, addresses, batch, first, end):
+    """Run the ops in rows first..end-1 of a `StepProgram` table in order (row 0 is its header);
+    each op row: [op, dst, src, fields...]."""
+    for n in range(first, end):
         p = program[n]
         op, dst, src = p[0], p[1], p[2]
-        if op == _OP_DENSE:  # inputs, units, kernel, bias, activation, int8 scale (-1: float32), input scale
+        if op == _OP_DENSE:  # inputs, units, kernel, bias, activation, int8 scale (-1: float32), input scale, scratch
             x, bias, out = _matrix(addresses, src, batch, p[3]), _vector(addresses, p[6], p[4]), _matrix(addresses, dst, batch, p[4])
+            scratch = _op_scratch(p, 10, addresses, batch)
             if p[8] < 0:
-                _dense_rows(x, _matrix(addresses, p[5], p[3], p[4]), bias, p[7], out)
+                _dense_into(x, _matrix(addresses, p[5], p[3], p[4]), bias, p[7], out, scratch)
             else:
-                _dense_rows(x, _int8_matrix(addresses, p, 5, 8, p[3], p[4]), bias, p[7], out)
+                _dense_into(x, _int8_matrix(addresses, p, 5, 8, p[3], p[4]), bias, p[7], out, scratch)
         elif op == _OP_ACTIVATION:  # width, activation
             x, out = _matrix(addresses, src, batch, p[3]), _matrix(addresses, dst, batch, p[3])
             for i in range(batch):
@@ -639,8 +652,10 @@ def _step_floats(program, addresses, x):
     batch, width = program[0, 0], program[0, 1]
     if x.shape[0] != batch or x.shape[1] != width:
         return _WRONG_SHAPE
-    _matrix(addresses, 0, batch, width)[:, :] = x
-    _run_program(program, addresses, batch)
+    step = _matrix(addresses, 0, batch, width)
+    for i in range(batch):
+        _copy(step[i], x[i])
+    _run_program(program, addresses, batch, 1, program.shape[0])
     return -1
 
 
@@ -653,7 +668,63 @@ def _step_ids(program, addresses, ids):
         if ids[i] < 0 or ids[i] >= limit:
             return i
     numba.carray(_pointer(addresses[0]), batch, np.int64)[:] = ids
-    _run_program(program, addresses, batch)
+    _run_program(program, addresses, batch, 1, program.shape[0])
+    return -1
+
+
+@njit(**_jit)
+def _emit(program, addresses, out, s):
+    """out[:, s] = the program's output (out [batch, steps or 1, width])."""
+    result = _matrix(addresses, program[0, 3], out.shape[0], out.shape[2])
+    for i in range(out.shape[0]):
+        _copy(out[i, s], result[i])
+
+
+@njit(**_jit)
+def _after_step(program, addresses, out, every, t, steps):
+    """What follows step t of a whole sequence: with `every`, the step's output into out [batch,
+    steps, width]; after the last step the deferred ops, and without `every` the output into out[:, 0]."""
+    if every:
+        _emit(program, addresses, out, t)
+    if t == steps - 1:
+        _run_program(program, addresses, out.shape[0], program[0, 5], program.shape[0])
+        if not every:
+            _emit(program, addresses, out, 0)
+
+
+@njit(**_jit)
+def _sequence_floats(program, addresses, x, out, every):
+    """`_step_floats` for every step of x [batch, T, width] in turn, the outputs into `out`
+    (`_after_step`), except that deferred ops run only after the last step."""
+    batch, width, steps = program[0, 0], program[0, 1], x.shape[1]
+    if x.shape[0] != batch or x.shape[2] != width:
+        return _WRONG_SHAPE
+    step = _matrix(addresses, 0, batch, width)
+    for t in range(steps):
+        for i in range(batch):
+            _copy(step[i], x[i, t])
+        _run_program(program, addresses, batch, 1, program[0, 5])
+        _after_step(program, addresses, out, every, t, steps)
+    return -1
+
+
+@njit(**_jit)
+def _sequence_ids(program, addresses, ids, out, every):
+    """`_step_ids` for every step of ids [batch, T]; a bad id (its flat index is returned) stops
+    the call before anything runs."""
+    batch, limit, steps = program[0, 0], program[0, 2], ids.shape[1]
+    if ids.shape[0] != batch:
+        return _WRONG_SHAPE
+    for i in range(batch):
+        for t in range(steps):
+            if ids[i, t] < 0 or ids[i, t] >= limit:
+                return i * steps + t
+    step = numba.carray(_pointer(addresses[0]), batch, np.int64)
+    for t in range(steps):
+        for i in range(batch):
+            step[i] = ids[i, t]
+        _run_program(program, addresses, batch, 1, program[0, 5])
+        _after_step(program, addresses, out, every, t, steps)
     return -1
 
 
@@ -687,6 +758,11 @@ class StepProgram:
     dtype and shape as it takes it. Each layer method adds one op and returns the index of that
     op's output [batch, width] (with its mask, for `embedding` and `masking`), which later ops take
     as `src`; `combine_masks` returns a mask's index.
+
+    `run` takes one step; `run_sequence` whole sequences, stepping inside the call. Ops added
+    while `deferred` is true run after every `run` step but only once, after the last step, in
+    `run_sequence`: for the layers after a recurrent layer that returns only its last state, which
+    no other op may read.
     """
 
     def __init__(self, batch: int, input_width: int, id_limit: int = 0):
@@ -694,7 +770,9 @@ class StepProgram:
         self.batch = batch
         self._arrays = []
         self._rows = [_row([batch, input_width, id_limit])]  # the header
-        self._step = _step_floats if input_width else _step_ids
+        self._deferred_rows = []
+        self.deferred = False
+        self._step, self._sequence = (_step_floats, _sequence_floats) if input_width else (_step_ids, _sequence_ids)
         self.input = self._hold(np.zeros((batch, input_width), np.float32) if input_width
                                 else np.zeros(batch, np.int64))
         self._new_mask()  # index _ALL_ROWS: every row steps, for recurrent layers without a mask
@@ -734,9 +812,12 @@ class StepProgram:
     def _new_mask(self) -> int:
         return self._hold(np.ones(self.batch, np.bool_))
 
+    def _append(self, row: list) -> None:
+        (self._deferred_rows if self.deferred else self._rows).append(row)
+
     def _add(self, op: int, width: int, src: int, *fields) -> int:
         dst = self._hold(np.zeros((self.batch, width), np.float32))
-        self._rows.append(_row([op, dst, src, *fields]))
+        self._append(_row([op, dst, src, *fields]))
         return dst
 
     def _product_matrix(self, w: np.ndarray | QuantizedMatrix, rows: int, cols: int) -> tuple[int, int, int]:
@@ -748,11 +829,20 @@ class StepProgram:
                     self._weights(w.scale, (cols,), "an int8 matrix's scales"), _bits(w.input_scale))
         return self._weights(w, (rows, cols), "a matrix"), -1, 0
 
+    def _scratch_fields(self, int8: bool, inputs: int, width: int) -> list:
+        """The work arrays of `_scratch` for int8 products of `inputs` rows into `width` sums, as
+        op fields (index, columns) x 2 + index (empty ones for float32 products)."""
+        q_cols, acc_cols = (inputs + inputs % 2, -(-width // PANEL) * PANEL) if int8 else (0, 0)
+        return [self._hold(np.zeros((self.batch, q_cols), np.int16)), q_cols,
+                self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
+                self._hold(np.zeros(self.batch, np.float32))]
+
     def dense(self, src: int, kernel: np.ndarray | QuantizedMatrix, bias: np.ndarray, act: int) -> int:
         rows, cols = kernel.shape
         data, scale, input_scale = self._product_matrix(kernel, rows, cols)
         return self._add(_OP_DENSE, cols, self._source(src, rows), rows, cols, data,
-                         self._weights(bias, (cols,), "a bias"), act, scale, input_scale)
+                         self._weights(bias, (cols,), "a bias"), act, scale, input_scale,
+                         *self._scratch_fields(scale >= 0, rows, cols))
 
     def activation(self, src: int, width: int, act: int) -> int:
         return self._add(_OP_ACTIVATION, width, self._source(src, width), width, act)
@@ -787,7 +877,7 @@ class StepProgram:
         for mask in masks:
             self._source(mask, None, np.bool_)
         dst = self._new_mask()
-        self._rows.append(_row([_OP_COMBINE_MASKS, dst, masks[0], int(all_of), len(masks), *masks]))
+        self._append(_row([_OP_COMBINE_MASKS, dst, masks[0], int(all_of), len(masks), *masks]))
         return dst
 
     def batch_norm(self, src: int, scale: np.ndarray, offset: np.ndarray) -> int:
@@ -834,25 +924,22 @@ class StepProgram:
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
         int8 = kernel[1] >= 0 or recurrent[1] >= 0  # int8 products need `_scratch`'s work arrays
-        longest = max(inputs, units)
-        q_cols, acc_cols = (longest + longest % 2, -(-width // PANEL) * PANEL) if int8 else (0, 0)
         recurrent_bias = w["recurrent_bias"] if cell == "gru" else w["bias"]  # others read none of it
         fields = [code, inputs, units, width, kernel[0], recurrent[0], self._weights(w["bias"], (width,), "a bias"),
                   self._weights(recurrent_bias, (width,), "a recurrent bias"), self._weights(peephole),
                   peephole.shape[0], cell_state,  # a cell without c reads [batch, 0] of h there
                   *work, *acts, int(reset_after), int(input_forget), _bits(clip),
-                  *kernel[1:], *recurrent[1:],
-                  self._hold(np.zeros((self.batch, q_cols), np.int16)), q_cols,
-                  self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
-                  self._hold(np.zeros(self.batch, np.float32))]
+                  *kernel[1:], *recurrent[1:], *self._scratch_fields(int8, max(inputs, units), width)]
         dst = self._hold(np.zeros_like(h)) if zero_masked else state
         live = _ALL_ROWS if mask is None else self._source(mask, None, np.bool_)
-        self._rows.append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live]))
+        self._append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live]))
         return dst
 
     def finish(self, output: int) -> None:
         """Fix the table; `output` is the op whose values `run` leaves in `self.output`."""
-        self._table = np.array(self._rows, np.int64)
+        # the header: where `_emit` reads, and the first deferred row
+        self._rows[0][3:6] = output, self._arrays[output].shape[1], len(self._rows)
+        self._table = np.array(self._rows + self._deferred_rows, np.int64)
         self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
         self.output = self._arrays[output]
 
@@ -863,6 +950,20 @@ class StepProgram:
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {self._arrays[0].shape}, got {x.shape}")
         return status
+
+    def run_sequence(self, x: np.ndarray, every_step: bool) -> tuple[np.ndarray, int]:
+        """Whole sequences x [batch, T, features] float32 (or [batch, T] int64 ids) stepped through
+        in one call, from the states as they are: (the output of every step [batch, T, width] or
+        of the last [batch, width], -1), or (nothing, the flat index of the first token id out of
+        range: then nothing ran)."""
+        step_shape = self._arrays[0].shape
+        if x.ndim != len(step_shape) + 1 or x.shape[1] == 0:
+            raise ValueError(f"whole sequences of steps {step_shape} are [batch, steps, ...]; got {x.shape}")
+        out = np.empty((self.batch, x.shape[1] if every_step else 1, self.output.shape[1]), np.float32)
+        status = self._sequence(self._table, self._addresses, x, out, every_step)
+        if status == _WRONG_SHAPE:
+            raise ValueError(f"a step takes {step_shape}, got sequences {x.shape}")
+        return (out if every_step else out[:, 0]), status
 
 
 @njit(parallel=True, **_jit)
