@@ -114,6 +114,34 @@ def test_openblas_threads_are_restored_after_a_kernel():
     assert get_threads() == 2
 
 
+@numba.extending.intrinsic
+def _meminfo_address(typingctx, array):
+    """The address of an array's reference-counted owner (0: none)."""
+    def codegen(context, builder, signature, args):
+        meminfo = context.make_array(array)(context, builder, value=args[0]).meminfo
+        return builder.ptrtoint(meminfo, numba.core.cgutils.intp_t)
+    return numba.types.intp(array), codegen
+
+
+@numba.njit
+def _owners_and_write(a, w):
+    b = cpu._borrowed(a)
+    b[1:][0] = 5.0  # a view of a borrowed view writes into the caller's array
+    q = cpu._borrowed(w)
+    return (_meminfo_address(a), _meminfo_address(b), _meminfo_address(b[1:]), _meminfo_address(q.panels),
+            _meminfo_address(q.scale), q.input_scale, q.rows)
+
+
+def test_borrowed_views_share_memory_without_a_reference_count():
+    from edgelstm.kernels.quantized import QuantizedMatrix
+    a = np.zeros(4, np.float32)
+    w = QuantizedMatrix.from_values(np.ones((3, 5), np.int8), np.full(5, 0.5, np.float32), 0.25)
+    owner, borrowed, view, panels, scale, input_scale, rows = _owners_and_write(a, w)
+    assert owner != 0 and borrowed == view == panels == scale == 0
+    assert (input_scale, rows) == (0.25, 3)
+    np.testing.assert_array_equal(a, [0, 5, 0, 0])
+
+
 @examples
 @given(seed=st.integers(0, 2**31), rows=st.integers(1, 12), width=st.integers(1, 20),
        out_width=st.integers(1, 9), act=st.sampled_from(CODES))

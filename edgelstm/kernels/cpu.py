@@ -39,6 +39,38 @@ _PANEL = 512  # output columns per pass of a matrix product: a panel of weights 
 _BLAS_ROWS, _BLAS_INPUTS = 8, 32
 
 
+# numba counts the references to an array's memory: each view (a row, a slice) and each array
+# argument increments the count and later decrements it, an atomic add of 5-10 ns (and a cache
+# line that threads fight over). A step of LSTM(32) made about forty of them, as long as its maths.
+# The time-loop kernels therefore work on borrowed views of their array arguments, which carry no
+# count: the caller holds the arrays for the whole call, and nothing borrowed outlives it.
+
+@intrinsic
+def _unowned(typingctx, array):
+    if not isinstance(array, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        view = context.make_array(array)(context, builder, value=args[0])
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+    return array(array), codegen
+
+
+def _borrowed(value):
+    """`value` (an array or a QuantizedMatrix) over the same memory without a reference count."""
+
+
+@overload(_borrowed, jit_options=_jit)
+def _borrowed_by_type(value):
+    if isinstance(value, types.Array):
+        return lambda value: _unowned(value)
+    if isinstance(value, types.BaseNamedTuple) and value.instance_class is QuantizedMatrix:
+        return lambda value: QuantizedMatrix(_unowned(value.panels), _unowned(value.scale), value.input_scale,
+                                             value.rows)
+
+
 @njit(inline="always", **_jit)
 def _copy(dst, src):
     """dst[:] = src for rows of equal length, 4x faster than numba's slice assignment (its general
@@ -185,7 +217,7 @@ def quantize_rows(a, input_scale, q, row_scale):
 def add_quantized_product(z, a, w, scratch, j0, j1):
     """z[:, j0:j1] += a @ w[:, j0:j1] for a QuantizedMatrix w; scratch from `_scratch`. The int32
     sums of the panels that columns j0..j1 touch land in scratch[1][:, panel columns]."""
-    q, acc, row_scale = scratch
+    q, acc, row_scale = _borrowed(scratch[0]), _borrowed(scratch[1]), _borrowed(scratch[2])
     quantize_rows(a, w.input_scale, q, row_scale)
     scale = w.scale
     for i in range(a.shape[0]):
@@ -236,6 +268,7 @@ def _row_blocks(rows: int) -> int:
 @njit(**_jit)
 def _dense_into(x, kernel, bias, act, out, scratch):
     """out = act(bias + x @ kernel) with the caller's `_scratch` work arrays."""
+    x, kernel, bias, out = _borrowed(x), _borrowed(kernel), _borrowed(bias), _borrowed(out)
     for n in range(x.shape[0]):
         _copy(out[n], bias)
     _product(out, x, kernel, scratch, 0, out.shape[1])
@@ -358,6 +391,9 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
     xz [rows, gates * units] and, for a GRU, hz (the same shape) and rh ([rows, units] unless
     reset_after) are the caller's work arrays.
     """
+    x_t, live, kernel, recurrent_kernel = _borrowed(x_t), _borrowed(live), _borrowed(kernel), _borrowed(recurrent_kernel)
+    bias, recurrent_bias, peephole = _borrowed(bias), _borrowed(recurrent_bias), _borrowed(peephole)
+    h, c, xz, hz, rh = _borrowed(h), _borrowed(c), _borrowed(xz), _borrowed(hz), _borrowed(rh)
     rows, units, width = x_t.shape[0], h.shape[1], bias.shape[0]
     for i in range(rows):
         _copy(xz[i], bias)
@@ -397,6 +433,7 @@ def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurr
                    reset_after, peephole, out_act, clip, input_forget, go_backwards, return_sequences,
                    zero_output_for_mask, h, c, out):
     """Run a cell over the sequences lo..hi of x [B, T, I], all rows together step by step."""
+    x, mask, h, c, out = _borrowed(x), _borrowed(mask), _borrowed(h), _borrowed(c), _borrowed(out)
     steps, rows, units = x.shape[1], hi - lo, h.shape[1]
     width = bias.shape[0]
     hb = h[lo:hi]
@@ -551,6 +588,7 @@ def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
 def _run_program(program, addresses, batch, first, end):
     """Run the ops in rows first..end-1 of a `StepProgram` table in order (row 0 is its header);
     each op row: [op, dst, src, fields...]."""
+    program, addresses = _borrowed(program), _borrowed(addresses)
     for n in range(first, end):
         p = program[n]
         op, dst, src = p[0], p[1], p[2]
@@ -696,6 +734,7 @@ def _after_step(program, addresses, out, every, t, steps):
 def _sequence_floats(program, addresses, x, out, every):
     """`_step_floats` for every step of x [batch, T, width] in turn, the outputs into `out`
     (`_after_step`), except that deferred ops run only after the last step."""
+    program, addresses, x, out = _borrowed(program), _borrowed(addresses), _borrowed(x), _borrowed(out)
     batch, width, steps = program[0, 0], program[0, 1], x.shape[1]
     if x.shape[0] != batch or x.shape[2] != width:
         return _WRONG_SHAPE
@@ -712,6 +751,7 @@ def _sequence_floats(program, addresses, x, out, every):
 def _sequence_ids(program, addresses, ids, out, every):
     """`_step_ids` for every step of ids [batch, T]; a bad id (its flat index is returned) stops
     the call before anything runs."""
+    program, addresses, ids, out = _borrowed(program), _borrowed(addresses), _borrowed(ids), _borrowed(out)
     batch, limit, steps = program[0, 0], program[0, 2], ids.shape[1]
     if ids.shape[0] != batch:
         return _WRONG_SHAPE
