@@ -7,6 +7,11 @@ holds the format name and version, the graph as JSON (`Graph.to_json`) and a SHA
 tensor bytes. So a file is safe to open from anywhere (no pickle, no code), any safetensors reader
 can list its tensors, and the tensors are memory-mapped, not copied.
 
+From format version 2 every tensor starts on a 64-byte boundary of the file (so of the mapped
+memory: `aligned`): the header is padded with spaces, and the gaps between tensors are held by
+int8 padding tensors named ``__pad__/N``, since safetensors allows no holes. Readers skip them;
+version-1 files (packed to 8 bytes) still read.
+
 Every read checks the header against the file's real length, every tensor's byte range, the
 digest and the graph, and raises `FormatError` on the first problem.
 """
@@ -24,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import aligned
 from .errors import FormatError
 from .ir import Graph, validate
 
 FORMAT_NAME = "elstm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tensors on 64-byte boundaries, with padding tensors between them
+_PAD_PREFIX = "__pad__/"
 SUFFIX = ".elstm"
 MAX_HEADER_BYTES = 64 << 20
 
@@ -69,12 +76,17 @@ def to_bytes(graph: Graph) -> bytes:
     validate(graph)
     tensors = [(f"{layer.name}/{name}", np.ascontiguousarray(w, dtype=w.dtype.newbyteorder("<")))
                for layer in graph.layers for name, w in sorted(layer.weights.items())]
-    # Widest dtypes first: every tensor then starts on a multiple of its own item size.
-    tensors.sort(key=lambda item: -item[1].dtype.itemsize)
+    padded, offset = [], 0
+    for name, array in tensors:
+        gap = -offset % aligned.ALIGNMENT
+        if gap:
+            padded.append((f"{_PAD_PREFIX}{len(padded)}", np.zeros(gap, np.int8)))
+        padded.append((name, array))
+        offset += gap + array.nbytes
     header: dict = {}
     offset = 0
     digest = hashlib.sha256()
-    for name, array in tensors:
+    for name, array in padded:
         if array.dtype not in _CODES:
             raise FormatError(f"tensor '{name}' has dtype {array.dtype}, which the format cannot store")
         header[name] = {"dtype": _CODES[array.dtype], "shape": list(array.shape),
@@ -88,8 +100,8 @@ def to_bytes(graph: Graph) -> bytes:
         "sha256": digest.hexdigest(),
     }
     head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-(8 + len(head)) % 8)  # the data section starts 8-byte aligned
-    return b"".join([struct.pack("<Q", len(head)), head] + [a.tobytes() for _, a in tensors])
+    head += b" " * (-(8 + len(head)) % aligned.ALIGNMENT)  # the data section starts aligned too
+    return b"".join([struct.pack("<Q", len(head)), head] + [a.tobytes() for _, a in padded])
 
 
 def write(graph: Graph, path: str | os.PathLike) -> int:
@@ -102,7 +114,9 @@ def write(graph: Graph, path: str | os.PathLike) -> int:
 def read(source: str | os.PathLike | bytes) -> Graph:
     """Read and check an ``.elstm`` file (a path, memory-mapped; or the file's bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _parse(memoryview(bytes(source)), "the model bytes")  # a private, read-only copy
+        private = aligned.copy(np.frombuffer(source, np.uint8))  # aligned as a mapped file is
+        private.flags.writeable = False
+        return _parse(memoryview(private), "the model bytes")
     path = Path(source)
     try:
         with open(path, "rb") as f:
@@ -174,8 +188,11 @@ def _parse(buffer: memoryview, where: str) -> Graph:
         raise FormatError(f"{where} is corrupt: the tensor bytes do not match the digest in its header")
     arrays = {
         name: np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
-        for name, (dtype, shape, start) in tensors.items()
+        for name, (dtype, shape, start) in tensors.items() if not name.startswith(_PAD_PREFIX)
     }
+    for name, (dtype, shape, _) in tensors.items():
+        if name.startswith(_PAD_PREFIX) and (dtype != np.int8 or len(shape) != 1 or shape[0] >= aligned.ALIGNMENT):
+            raise FormatError(f"{where}: padding tensor '{name}' is not int8 bytes fewer than {aligned.ALIGNMENT}")
     graph_json = meta.get("graph")
     if not isinstance(graph_json, str):
         raise FormatError(f"{where} has no model graph")

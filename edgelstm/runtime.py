@@ -18,6 +18,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from . import aligned
 from .errors import BackendError, InputError, ShapeError
 from .ir import RECURRENT_KINDS, SCALE_SUFFIX, Graph, Layer, conv_padding, mask_rule, scale_names, validate
 from .kernels import activations, cpu, reference
@@ -213,6 +214,8 @@ def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
                 w = w.astype(np.float32) * scale
         elif w.dtype != np.float32:
             w = w.astype(np.float32)
+        if isinstance(w, np.ndarray) and not aligned.is_aligned(w):  # widened, dequantized, or from a version-1 file
+            w = aligned.copy(w)
         ready[name] = w
     if layer.kind == "lstm":
         ready.setdefault("peephole", np.zeros(0, np.float32))  # none: the kernels take an empty one

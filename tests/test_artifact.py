@@ -1,5 +1,6 @@
 """The .elstm container: round trips, memory mapping, and refusal of damaged files."""
 
+import hashlib
 import json
 import struct
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgelstm
-from edgelstm import artifact
+from edgelstm import artifact, runtime
 from edgelstm.errors import FormatError
 
 from .conftest import small_graph
@@ -32,15 +33,68 @@ def test_weights_are_memory_mapped_read_only(elstm_file):
     assert not weights.flags.writeable and not weights.flags.owndata
 
 
-def test_file_is_safetensors_with_aligned_tensors(elstm_file):
+def test_file_is_safetensors_with_tensors_on_64_byte_boundaries(elstm_file):
     data = elstm_file.read_bytes()
     (size,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8:8 + size])
-    assert (8 + size) % 8 == 0
+    assert (8 + size) % 64 == 0
     meta = header.pop("__metadata__")
-    assert meta["format"] == "elstm" and meta["format_version"] == "1"
-    for info in header.values():
-        assert info["data_offsets"][0] % 4 == 0
+    assert meta["format"] == "elstm" and meta["format_version"] == "2"
+    spans = sorted(info["data_offsets"] for info in header.values())
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no holes
+    assert len(spans) > 7  # small_graph's seven tensors, and padding between them
+    for name, info in header.items():
+        if name.startswith("__pad__/"):
+            assert info["dtype"] == "I8" and 0 < info["shape"][0] < 64
+        else:
+            assert info["data_offsets"][0] % 64 == 0
+
+
+def test_loaded_weights_are_aligned_from_a_file_and_from_bytes(elstm_file):
+    for source in (elstm_file, elstm_file.read_bytes()):
+        for layer in artifact.read(source).layers:
+            assert all(w.ctypes.data % 64 == 0 for w in layer.weights.values())
+
+
+def _as_version_1(path):
+    """The file as format version 1 wrote it: no padding, tensors packed end to end."""
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header, body = json.loads(data[8:8 + size]), data[8 + size:]
+    meta = header.pop("__metadata__")
+    tensors = [(name, body[slice(*info["data_offsets"])]) for name, info in header.items()
+               if not name.startswith("__pad__/")]
+    offset, chunks = 0, []
+    for name, raw in tensors:
+        header[name]["data_offsets"] = [offset, offset + len(raw)]
+        offset += len(raw)
+        chunks.append(raw)
+    header = {name: info for name, info in header.items() if not name.startswith("__pad__/")}
+    meta.update(format_version="1", sha256=hashlib.sha256(b"".join(chunks)).hexdigest())
+    header["__metadata__"] = meta
+    head = json.dumps(header).encode()
+    head += b" " * (-(8 + len(head)) % 8)
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(chunks))
+
+
+def test_version_1_files_still_read_and_run_from_aligned_copies(elstm_file):
+    x = np.random.default_rng(1).normal(size=(2, 6, 3)).astype(np.float32)
+    expected = edgelstm.load(elstm_file).predict(x)
+    _as_version_1(elstm_file)
+    assert b'"format_version": "1"' in elstm_file.read_bytes()
+    model = edgelstm.load(elstm_file)
+    np.testing.assert_array_equal(model.predict(x), expected)
+    weights = [w for op in model._ops for w in runtime.kernel_weights(op[0]).values() if w.size]
+    assert weights and all(w.ctypes.data % 64 == 0 for w in weights)
+
+
+def test_a_padding_tensor_that_is_not_padding_is_refused(elstm_file):
+    def as_floats(header):  # a pad of 4k bytes relabelled as k float32: consistent, but not padding
+        pad = next(name for name, info in header.items() if name.startswith("__pad__/") and info["shape"][0] % 4 == 0)
+        header[pad].update(dtype="F32", shape=[header[pad]["shape"][0] // 4])
+    _rewrite_header(elstm_file, as_floats)
+    with pytest.raises(FormatError, match="padding tensor"):
+        edgelstm.load(elstm_file)
 
 
 def test_load_from_bytes(elstm_file):
@@ -79,7 +133,7 @@ def _rewrite_header(path, change):
 
 
 def test_newer_format_version_is_refused_with_advice(elstm_file):
-    _rewrite_header(elstm_file, lambda h: h["__metadata__"].update(format_version="2"))
+    _rewrite_header(elstm_file, lambda h: h["__metadata__"].update(format_version="3"))
     with pytest.raises(FormatError, match="newer than this edgelstm reads.*upgrade"):
         edgelstm.load(elstm_file)
 

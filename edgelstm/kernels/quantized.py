@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import aligned
+
 QMAX = 127  # int8 weights
 ROW_QMAX = 2047  # the rows multiplied in: 12-bit
 # A pair of products is at most 2 * 2047 * 127; int32 sums stay exact over this many input rows:
@@ -23,12 +25,12 @@ PANEL = 64  # output columns per packed panel of int8 weights: four 512-bit vect
 def pack_panels(values: np.ndarray) -> np.ndarray:
     """int8 [K, N] -> int8 [ceil(N / PANEL), ceil(K / 2), 2 * PANEL], zero-padded: panel b holds
     columns b*PANEL.. with the weights of rows 2p and 2p+1 side by side for each column, so the
-    int8 kernel reads each panel front to back."""
+    int8 kernel reads each panel front to back; 64-byte aligned, so no vector load straddles lines."""
     rows, cols = values.shape
     padded = np.zeros((rows + rows % 2, -(-cols // PANEL) * PANEL), np.int8)
     padded[:rows, :cols] = values
     pairs = padded.reshape(padded.shape[0] // 2, 2, -1, PANEL)  # [p, row of the pair, panel, column]
-    return np.ascontiguousarray(pairs.transpose(2, 0, 3, 1)).reshape(pairs.shape[2], pairs.shape[0], 2 * PANEL)
+    return aligned.copy(pairs.transpose(2, 0, 3, 1)).reshape(pairs.shape[2], pairs.shape[0], 2 * PANEL)
 
 
 def unpack_panels(panels: np.ndarray, rows: int, cols: int) -> np.ndarray:
