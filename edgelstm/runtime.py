@@ -22,6 +22,7 @@ from . import aligned
 from .errors import BackendError, InputError, ShapeError
 from .ir import RECURRENT_KINDS, SCALE_SUFFIX, Graph, Layer, conv_padding, mask_rule, scale_names, validate
 from .kernels import activations, cpu, reference
+from .kernels.packed import PackedMatrix
 from .kernels.quantized import MAX_INPUT_ROWS, QuantizedMatrix
 
 BACKENDS = {"cpu": cpu, "reference": reference, "cuda": None}  # cuda: imported when asked for
@@ -409,6 +410,10 @@ class Model:
         # values and masks travel in lists by layer position: no name lookups on the per-step path
         position = {layer.name: i for i, layer in enumerate(graph.layers)}
         weights = [kernel_weights(layer) for layer in graph.layers[1:]]
+        if kernels is cpu:  # below 8 sequences the CPU kernels read recurrent matrices from panels
+            for layer, w in zip(graph.layers[1:], weights):
+                if layer.kind in RECURRENT_KINDS and isinstance(w["recurrent_kernel"], np.ndarray):
+                    w["recurrent_kernel"] = PackedMatrix.from_matrix(w["recurrent_kernel"])
         self._ops = [(layer, mask_rule(layer), _build_op(layer, w, kernels), [position[s] for s in layer.inputs])
                      for layer, w in zip(graph.layers[1:], weights)]
         self._host_weights = None if kernels.ON_DEVICE else weights  # for `Stream`'s one-call step

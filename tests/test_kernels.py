@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from edgelstm.kernels import activations, blas, cpu, reference
+from edgelstm.kernels import activations, blas, cpu, packed, reference
+from edgelstm.kernels.packed import PackedMatrix
 
 CODES = list(activations.CODES.values())
 GATE_CODES = [c for name, c in activations.CODES.items() if "softmax" not in name]
@@ -36,7 +37,9 @@ def recurrent_case(draw):
     )
 
 
-def _run_both(kind, case):
+def _run_both(kind, case, packed=False):
+    """(reference, cpu) outputs and states; `packed`: the cpu kernel gets the recurrent matrix as a
+    PackedMatrix, as the runtime gives it."""
     rng = np.random.default_rng(case["seed"])
     b, t, f, h = case["batch"], case["steps"], case["features"], case["units"]
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
@@ -48,6 +51,8 @@ def _run_both(kind, case):
     states = [arrays(rng, b, h) for _ in range(2 if kind == "lstm" else 1)]
     results = []
     for module in (reference, cpu):
+        if module is cpu and packed:
+            weights[1] = PackedMatrix.from_matrix(weights[1])
         own_states = [s.copy() for s in states]
         out = np.zeros((b, t if case["return_sequences"] else 1, h), np.float32)
         flags = (case["go_backwards"], case["return_sequences"], case["zero_output_for_mask"])
@@ -66,19 +71,21 @@ def _run_both(kind, case):
     return results
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @examples
 @given(case=recurrent_case())
-def test_recurrent_kernels_match_reference(kind, case):
-    (ref_out, ref_states), (cpu_out, cpu_states) = _run_both(kind, case)
+def test_recurrent_kernels_match_reference(kind, packed, case):
+    (ref_out, ref_states), (cpu_out, cpu_states) = _run_both(kind, case, packed)
     np.testing.assert_allclose(cpu_out, ref_out, **TOL)
     for a, b in zip(cpu_states, ref_states):
         np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("batch, threads", [(cpu._BLAS_ROWS, 1), (77, 1), (77, 2)])
-def test_large_batches_through_sgemm_match_reference(kind, batch, threads):
+def test_large_batches_through_sgemm_match_reference(kind, batch, threads, packed):
     """Every row block of cpu._BLAS_ROWS rows or more takes sgemm, one block per thread."""
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -86,12 +93,31 @@ def test_large_batches_through_sgemm_match_reference(kind, batch, threads):
                 onnx_options=False, act=activations.TANH, rec_act=activations.SIGMOID, out_act=activations.TANH,
                 go_backwards=False, return_sequences=True, zero_output_for_mask=False, masked=True)
     try:
-        (ref_out, ref_states), (cpu_out, cpu_states) = _run_both(kind, case)
+        (ref_out, ref_states), (cpu_out, cpu_states) = _run_both(kind, case, packed)
     finally:
         numba.set_num_threads(before)
     np.testing.assert_allclose(cpu_out, ref_out, **TOL)
     for a, b in zip(cpu_states, ref_states):
         np.testing.assert_allclose(a, b, **TOL)
+
+
+@examples
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 9), inputs=st.integers(1, 70), width=st.integers(1, 200),
+       data=st.data())
+def test_packed_product_matches_numpy_over_any_columns(seed, rows, inputs, width, data):
+    """Whole and partial panels, column ranges that start and end inside them (a GRU's gates),
+    rows under 8 (panels) and 8 or more (the row-major matrix)."""
+    j0 = data.draw(st.integers(0, width - 1))
+    j1 = data.draw(st.integers(j0 + 1, width))
+    rng = np.random.default_rng(seed)
+    a, w, z = arrays(rng, rows, inputs), arrays(rng, inputs, width), arrays(rng, rows, width)
+    expected = z.copy()
+    expected[:, j0:j1] += a @ w[:, j0:j1]
+    matrix = PackedMatrix.from_matrix(w)
+    assert matrix.panels.shape == (-(-width // packed.PANEL), inputs, packed.PANEL)
+    np.testing.assert_array_equal(matrix.panels.transpose(1, 0, 2).reshape(inputs, -1)[:, :width], w)
+    cpu.add_packed_product(z, a, matrix, j0, j1)
+    np.testing.assert_allclose(z, expected, **TOL)
 
 
 def test_portable_sgemm_matches_numpy_on_strided_rows():
@@ -124,20 +150,21 @@ def _meminfo_address(typingctx, array):
 
 
 @numba.njit
-def _owners_and_write(a, w):
+def _owners_and_write(a, w, f):
     b = cpu._borrowed(a)
     b[1:][0] = 5.0  # a view of a borrowed view writes into the caller's array
-    q = cpu._borrowed(w)
+    q, p = cpu._borrowed(w), cpu._borrowed(f)
     return (_meminfo_address(a), _meminfo_address(b), _meminfo_address(b[1:]), _meminfo_address(q.panels),
-            _meminfo_address(q.scale), q.input_scale, q.rows)
+            _meminfo_address(q.scale), _meminfo_address(p.matrix), _meminfo_address(p.panels), q.input_scale, q.rows)
 
 
 def test_borrowed_views_share_memory_without_a_reference_count():
     from edgelstm.kernels.quantized import QuantizedMatrix
     a = np.zeros(4, np.float32)
     w = QuantizedMatrix.from_values(np.ones((3, 5), np.int8), np.full(5, 0.5, np.float32), 0.25)
-    owner, borrowed, view, panels, scale, input_scale, rows = _owners_and_write(a, w)
-    assert owner != 0 and borrowed == view == panels == scale == 0
+    f = PackedMatrix.from_matrix(np.ones((3, 5), np.float32))
+    owner, *borrowed, input_scale, rows = _owners_and_write(a, w, f)
+    assert owner != 0 and borrowed == [0] * 6
     assert (input_scale, rows) == (0.25, 3)
     np.testing.assert_array_equal(a, [0, 5, 0, 0])
 

@@ -17,7 +17,9 @@ from numba.extending import intrinsic, overload
 
 from . import activations as A
 from . import blas
+from . import packed
 from .int8 import panel_product
+from .packed import PackedMatrix
 from .quantized import PANEL, ROW_QMAX, QuantizedMatrix
 from .reference import (MERGE_AVERAGE, MERGE_MULTIPLY, ON_DEVICE, assign, combine_masks, concatenate, empty,
                         nonzero, repeat, reverse, shift_in, take_step, to_host)
@@ -59,7 +61,8 @@ def _unowned(typingctx, array):
 
 
 def _borrowed(value):
-    """`value` (an array or a QuantizedMatrix) over the same memory without a reference count."""
+    """`value` (an array, a QuantizedMatrix or a PackedMatrix) over the same memory without a
+    reference count."""
 
 
 @overload(_borrowed, jit_options=_jit)
@@ -69,6 +72,12 @@ def _borrowed_by_type(value):
     if isinstance(value, types.BaseNamedTuple) and value.instance_class is QuantizedMatrix:
         return lambda value: QuantizedMatrix(_unowned(value.panels), _unowned(value.scale), value.input_scale,
                                              value.rows)
+    if _is_packed(value):
+        return lambda value: PackedMatrix(_unowned(value.matrix), _unowned(value.panels))
+
+
+def _is_packed(numba_type) -> bool:
+    return isinstance(numba_type, types.BaseNamedTuple) and numba_type.instance_class is PackedMatrix
 
 
 @njit(inline="always", **_jit)
@@ -230,24 +239,41 @@ def add_quantized_product(z, a, w, scratch, j0, j1):
             row[j] += np.float32(sums[j]) * (s * column_scale[j])
 
 
+@njit(**_jit)
+def add_packed_product(z, a, w, j0, j1):
+    """z[:, j0:j1] += a @ w[:, j0:j1] for a PackedMatrix w: panel by panel under 8 rows (each panel
+    read front to back, its sums in registers), else `add_product` on its row-major matrix."""
+    if a.shape[0] >= _BLAS_ROWS:
+        add_product(z, a, w.matrix, j0, j1)
+        return
+    for panel in range(j0 // packed.PANEL, -(-j1 // packed.PANEL)):
+        start = panel * packed.PANEL
+        lo, hi = max(j0 - start, 0), min(j1 - start, packed.PANEL)
+        for i in range(a.shape[0]):
+            packed.panel_product(z[i, start:], a[i], w.panels, panel, lo, hi)
+
+
 def _product(z, a, w, scratch, j0, j1):
-    """z[:, j0:j1] += a @ w[:, j0:j1] for float32 weights or a QuantizedMatrix (numba picks by type)."""
+    """z[:, j0:j1] += a @ w[:, j0:j1] for float32 weights, a PackedMatrix or a QuantizedMatrix (numba
+    picks by type)."""
 
 
 def _scratch(w, other, rows, inputs, width):
-    """Work arrays for `_product` with the weights `w` and `other`: empty when both are float32."""
+    """Work arrays for `_product` with the weights `w` and `other`: empty when neither is int8."""
 
 
 @overload(_product, jit_options=_jit)
 def _product_by_type(z, a, w, scratch, j0, j1):
     if isinstance(w, types.Array):
         return lambda z, a, w, scratch, j0, j1: add_product(z, a, w, j0, j1)
+    if _is_packed(w):
+        return lambda z, a, w, scratch, j0, j1: add_packed_product(z, a, w, j0, j1)
     return lambda z, a, w, scratch, j0, j1: add_quantized_product(z, a, w, scratch, j0, j1)
 
 
 @overload(_scratch, jit_options=_jit)
 def _scratch_by_type(w, other, rows, inputs, width):
-    if isinstance(w, types.Array) and isinstance(other, types.Array):
+    if all(isinstance(t, types.Array) or _is_packed(t) for t in (w, other)):
         return lambda w, other, rows, inputs, width: (np.empty((0, 0), np.int16), np.empty((0, 0), np.int32),
                                                       np.empty(0, np.float32))
     # acc spans whole panels. An odd input count's pad column of q may hold the other product's
@@ -554,6 +580,14 @@ def _int8_matrix(addresses, p, field, scale_field, rows, cols):
 
 
 @njit(**_jit)
+def _packed_matrix(addresses, p, field, panels_field, rows, cols):
+    """The PackedMatrix of op row p: its row-major data at p[field], its panels at p[panels_field]."""
+    panels = numba.carray(_pointer(addresses[p[panels_field]]), (-(-cols // packed.PANEL), rows, packed.PANEL),
+                          np.float32)
+    return PackedMatrix(_matrix(addresses, p[field], rows, cols), panels)
+
+
+@njit(**_jit)
 def _op_scratch(p, field, addresses, batch):
     """The `_scratch` work arrays an op row holds from `field` on (see `StepProgram._scratch_fields`)."""
     return (numba.carray(_pointer(addresses[p[field]]), (batch, p[field + 1]), np.int16),
@@ -666,17 +700,17 @@ def _run_program(program, addresses, batch, first, end):
                     _merge_in(flat, _vector(addresses, p[6 + 2 * k], batch * p[3]), code)
                 if code == MERGE_AVERAGE:
                     flat /= count
-        else:  # recurrent: float32 or int8 matrices, each combination its own compiled call
+        else:  # recurrent: float32 (the recurrent one packed) or int8 matrices, each combination its own call
             inputs, units, width = p[4], p[5], p[6]
             if p[23] < 0 and p[25] < 0:
                 _recurrent_op(p, addresses, batch, _matrix(addresses, p[7], inputs, width),
-                              _matrix(addresses, p[8], units, width))
+                              _packed_matrix(addresses, p, 8, 26, units, width))
             elif p[23] < 0:
                 _recurrent_op(p, addresses, batch, _matrix(addresses, p[7], inputs, width),
                               _int8_matrix(addresses, p, 8, 25, units, width))
             elif p[25] < 0:
                 _recurrent_op(p, addresses, batch, _int8_matrix(addresses, p, 7, 23, inputs, width),
-                              _matrix(addresses, p[8], units, width))
+                              _packed_matrix(addresses, p, 8, 26, units, width))
             else:
                 _recurrent_op(p, addresses, batch, _int8_matrix(addresses, p, 7, 23, inputs, width),
                               _int8_matrix(addresses, p, 8, 25, units, width))
@@ -860,14 +894,21 @@ class StepProgram:
         self._append(_row([op, dst, src, *fields]))
         return dst
 
-    def _product_matrix(self, w: np.ndarray | QuantizedMatrix, rows: int, cols: int) -> tuple[int, int, int]:
+    def _product_matrix(self, w: np.ndarray | PackedMatrix | QuantizedMatrix, rows: int, cols: int,
+                        packed_too: bool = False) -> tuple[int, int, int]:
         """The (data, scale, input scale) fields of a float32 [rows, cols] matrix (scale -1) or a
-        QuantizedMatrix of that shape."""
+        QuantizedMatrix of that shape. With `packed_too` a float32 matrix comes as a PackedMatrix
+        (packed here if need be), its panels in the third field."""
         if isinstance(w, QuantizedMatrix):
             panels = (-(-cols // PANEL), (rows + 1) // 2, 2 * PANEL)  # as pack_panels makes them
             return (self._fixed(w.panels, panels, "an int8 matrix's panels", np.int8),
                     self._weights(w.scale, (cols,), "an int8 matrix's scales"), _bits(w.input_scale))
-        return self._weights(w, (rows, cols), "a matrix"), -1, 0
+        if not packed_too:
+            return self._weights(w, (rows, cols), "a matrix"), -1, 0
+        if not isinstance(w, PackedMatrix):
+            w = PackedMatrix.from_matrix(w)
+        panels = (-(-cols // packed.PANEL), rows, packed.PANEL)  # as packed.pack_panels makes them
+        return self._weights(w.matrix, (rows, cols), "a matrix"), -1, self._fixed(w.panels, panels, "a matrix's panels")
 
     def _scratch_fields(self, int8: bool, inputs: int, width: int) -> list:
         """The work arrays of `_scratch` for int8 products of `inputs` rows into `width` sums, as
@@ -948,7 +989,7 @@ class StepProgram:
                   clip: float, h: np.ndarray, c: np.ndarray | None, mask: int | None = None,
                   zero_masked: bool = False) -> int:
         """A forward LSTM, GRU or simple RNN step; w: its `kernel_weights` (float32 arrays, the
-        matrices possibly QuantizedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
+        matrices possibly QuantizedMatrix, the recurrent one possibly PackedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
         stream's state arrays, updated in place where `mask` (None: every row) is true. The op's
         output is h itself, unless `zero_masked`: then zeros for masked rows."""
         code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[-1]
@@ -960,7 +1001,7 @@ class StepProgram:
         if peephole.shape[0] not in (0, 3 * units):
             raise ValueError(f"a peephole of {peephole.shape[0]} values for {units} units")
         kernel = self._product_matrix(w["kernel"], inputs, width)
-        recurrent = self._product_matrix(w["recurrent_kernel"], units, width)
+        recurrent = self._product_matrix(w["recurrent_kernel"], units, width, packed_too=True)
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
         int8 = kernel[1] >= 0 or recurrent[1] >= 0  # int8 products need `_scratch`'s work arrays

@@ -22,8 +22,14 @@ from numba.extending import intrinsic
 from .quantized import PANEL
 
 _LANES = 16  # int32 sums per vector: 512 bits
-_WHOLE_512_BIT_VECTORS = ('"min-legal-vector-width"="512"', '"prefer-vector-width"="512"')
 _VECTORS = PANEL // _LANES
+
+
+def keep_512_bit_vectors(builder) -> None:
+    """Mark the function being built so that LLVM keeps its 512-bit vectors whole (string
+    attributes, which llvmlite's `add` does not list)."""
+    for attribute in ('"min-legal-vector-width"="512"', '"prefer-vector-width"="512"'):
+        set.add(builder.function.attributes, attribute)
 
 
 @intrinsic
@@ -36,8 +42,7 @@ def panel_product(typingctx, acc, q, panels, panel):
         return None
 
     def codegen(context, builder, signature, args):
-        for attribute in _WHOLE_512_BIT_VECTORS:  # string attributes, which llvmlite's add() does not list
-            set.add(builder.function.attributes, attribute)
+        keep_512_bit_vectors(builder)
         acc_arg, q_arg, panels_arg, panel_arg = args
         acc_array = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=acc_arg)
         q_array = cgutils.create_struct_proxy(signature.args[1])(context, builder, value=q_arg)
