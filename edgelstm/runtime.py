@@ -192,7 +192,9 @@ def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool 
     return pad, steps
 
 
-_INT8_MIN_ROWS = 32  # an int8 product over fewer inputs is no faster, and quantizing its input costs accuracy
+# Below 64 inputs the float32 product (packed panels) beats the int8 one, whose rows must be
+# quantized first (bench/RESULTS.md, "int8 below 64 inputs"); quantizing them also costs accuracy.
+_INT8_MIN_ROWS = 64
 
 
 def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:

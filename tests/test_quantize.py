@@ -106,20 +106,22 @@ def test_int8_product_integer_part_is_exact(rows, inputs, width):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("batch", [1, 5, 12])
 def test_int8_recurrent_kernels_match_the_numpy_int8_reference(kind, batch):
-    graph = quantize(recurrent_graph(kind, units=40, features=36, steps=7, seed=batch))
-    x = rng.normal(0, 1, (batch, 7, 36)).astype(np.float32)
+    graph = quantize(recurrent_graph(kind, units=70, features=68, steps=7, seed=batch))
+    x = rng.normal(0, 1, (batch, 7, 68)).astype(np.float32)
     got = Model(graph).predict(x)
-    np.testing.assert_allclose(got, Model(graph, backend="reference").predict(x), atol=2e-4, rtol=1e-3)
+    # a state value on a rounding boundary of its 12-bit quantization may round the other way (the float
+    # parts before it differ in the last bit): one step in 2047 of a row, a few 1e-4 at the output
+    np.testing.assert_allclose(got, Model(graph, backend="reference").predict(x), atol=1e-3, rtol=1e-3)
 
 
 def test_gru_without_reset_after_runs_int8():
-    graph = recurrent_graph("gru", units=33, features=40, steps=6)
+    graph = recurrent_graph("gru", units=65, features=70, steps=6)
     graph.layers[1].attrs["reset_after"] = False
     quantized = quantize(graph)
-    x = rng.normal(0, 1, (3, 6, 40)).astype(np.float32)
+    x = rng.normal(0, 1, (3, 6, 70)).astype(np.float32)
     np.testing.assert_allclose(Model(quantized).predict(x), Model(quantized, backend="reference").predict(x),
                                atol=2e-4, rtol=1e-3)
-    assert compare(graph, quantized, x, "x").relative_rmse < 0.03  # 40 features quantized per row too
+    assert compare(graph, quantized, x, "x").relative_rmse < 0.03  # 70 features quantized per row too
 
 
 # --- accuracy and size -----------------------------------------------------------------------

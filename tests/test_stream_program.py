@@ -150,8 +150,8 @@ def _masked_int8():
     """Masking -> int8 GRU of an odd unit count (reset before) -> int8 Dense."""
     layers = [Layer("x", "input", [], {"shape": [None, 5], "dtype": "float32"}),
               Layer("mask", "masking", ["x"], {"mask_value": 0.0}),
-              _recurrent_layer("gru", "gru", "mask", 5, 33, reset_after=False),
-              _dense("out", "gru", 33, 2)]
+              _recurrent_layer("gru", "gru", "mask", 5, 65, reset_after=False),
+              _dense("out", "gru", 65, 2)]
     return quantize(Graph(layers, "out"), "int8")
 
 
@@ -186,8 +186,8 @@ def _causal_conv(taps: int, dilation: int):
     return build
 
 
-def _int8(kind: str, features: int, units: int = 40, calibrated: bool = False, **attrs):
-    """int8 matrices where they have 32 or more input rows (the input kernel, the recurrent one,
+def _int8(kind: str, features: int, units: int = 70, calibrated: bool = False, **attrs):
+    """int8 matrices where they have 64 or more input rows (the input kernel, the recurrent one,
     the Dense head); a static input scale when calibrated."""
     def build():
         graph = recurrent_graph(kind, units=units, features=features, steps=None)
@@ -218,10 +218,10 @@ GRAPHS = {
     "normalised": _normalised,
     **{f"merge_{op}": _merged(op) for op in ("add", "multiply", "average", "concatenate")},
     "int8_lstm": _int8("lstm", 5),
-    "int8_lstm_int8_input": _int8("lstm", 33, calibrated=True),
-    "int8_gru_reset_before": _int8("gru", 36, reset_after=False),
+    "int8_lstm_int8_input": _int8("lstm", 65, calibrated=True),
+    "int8_gru_reset_before": _int8("gru", 68, reset_after=False),
     "int8_rnn": _int8("rnn", 5, calibrated=True),
-    "int8_input_only": _int8("lstm", 36, units=12),
+    "int8_input_only": _int8("lstm", 68, units=12),
     "token_ids": _token_ids,
     "masked_ids": _masked_ids,
     "causal_conv": _causal_conv(3, 2),
