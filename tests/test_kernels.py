@@ -86,7 +86,8 @@ def test_recurrent_kernels_match_reference(kind, packed, case):
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("batch, threads", [(cpu._BLAS_ROWS, 1), (77, 1), (77, 2)])
 def test_large_batches_through_sgemm_match_reference(kind, batch, threads, packed):
-    """Every row block of cpu._BLAS_ROWS rows or more takes sgemm, one block per thread."""
+    """Every row block of cpu._BLAS_ROWS rows or more takes sgemm (a PackedMatrix: its panels, four
+    rows at a time, where the CPU has AVX-512), one block per thread."""
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     case = dict(seed=batch, batch=batch, steps=3, features=cpu._BLAS_INPUTS + 3, units=cpu._BLAS_INPUTS + 1,

@@ -239,18 +239,31 @@ def add_quantized_product(z, a, w, scratch, j0, j1):
             row[j] += np.float32(sums[j]) * (s * column_scale[j])
 
 
+# With AVX-512 four rows share each load from a panel, and the panels beat sgemm at every batch
+# measured (8 to 256 rows, hidden 32 to 512); one row at a time, sgemm wins from 8 rows
+# (bench/RESULTS.md, "Packed recurrent matrices").
+_PACKED_MAX_ROWS = 1 << 62 if packed.ROWS_PER_PASS == 4 else _BLAS_ROWS
+
+
 @njit(**_jit)
 def add_packed_product(z, a, w, j0, j1):
-    """z[:, j0:j1] += a @ w[:, j0:j1] for a PackedMatrix w: panel by panel under 8 rows (each panel
-    read front to back, its sums in registers), else `add_product` on its row-major matrix."""
-    if a.shape[0] >= _BLAS_ROWS:
+    """z[:, j0:j1] += a @ w[:, j0:j1] for a PackedMatrix w: panel by panel (each panel read front to
+    back, its sums in registers, `packed.ROWS_PER_PASS` rows sharing each load) under
+    `_PACKED_MAX_ROWS` rows, else `add_product` on its row-major matrix."""
+    rows = a.shape[0]
+    if rows >= _PACKED_MAX_ROWS or a.strides[1] != 4 or z.strides[1] != 4:
         add_product(z, a, w.matrix, j0, j1)
         return
     for panel in range(j0 // packed.PANEL, -(-j1 // packed.PANEL)):
         start = panel * packed.PANEL
         lo, hi = max(j0 - start, 0), min(j1 - start, packed.PANEL)
-        for i in range(a.shape[0]):
-            packed.panel_product(z[i, start:], a[i], w.panels, panel, lo, hi)
+        first = 0
+        if packed.ROWS_PER_PASS == 4:
+            while first + 4 <= rows:
+                packed.panel_product_4(z, a, first, w.panels, panel, lo, hi)
+                first += 4
+        for first in range(first, rows):
+            packed.panel_product_1(z, a, first, w.panels, panel, lo, hi)
 
 
 def _product(z, a, w, scratch, j0, j1):
