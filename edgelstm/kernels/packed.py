@@ -5,8 +5,9 @@ A step of a small batch multiplies each recurrent matrix by one row per sequence
 pass. Packed into panels of 64 columns — panel b holds columns 64b.. of every row, row after row —
 each panel is read front to back as one stream while its 64 sums stay in four 512-bit registers.
 Measured on an Intel Xeon with 64-byte-aligned weights (bench/RESULTS.md, "Packed recurrent
-matrices"): 128 x 512 2.3 -> 1.5 us, 256 x 1024 9.2 -> 6.0 us, and ahead at 2 to 7 rows too.
-From 8 rows sgemm on the row-major matrix is faster, so a PackedMatrix keeps both.
+matrices"): 128 x 512 2.3 -> 1.5 us for one row. With AVX-512, four rows share each weight load
+and beat sgemm at 8 to 256 rows; elsewhere rows go one at a time, and from 8 rows sgemm on the
+row-major matrix is faster, so a PackedMatrix keeps both.
 """
 
 from typing import NamedTuple
