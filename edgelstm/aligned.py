@@ -25,8 +25,8 @@ def is_aligned(array: np.ndarray) -> bool:
     return array.ctypes.data % ALIGNMENT == 0
 
 
-def copy(array: np.ndarray, dtype=None) -> np.ndarray:
-    """`array` (cast to `dtype`) as a new C-contiguous, aligned array."""
-    out = empty(array.shape, dtype or array.dtype)
+def copy(array: np.ndarray) -> np.ndarray:
+    """`array` as a new C-contiguous, aligned array."""
+    out = empty(array.shape, array.dtype)
     out[...] = array
     return out

@@ -23,6 +23,7 @@ import json
 import math
 import mmap
 import os
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -36,6 +37,7 @@ from .ir import Graph, validate
 FORMAT_NAME = "elstm"
 FORMAT_VERSION = 2  # 2: tensors on 64-byte boundaries, with padding tensors between them
 _PAD_PREFIX = "__pad__/"
+_PAD_NAME = re.compile(r"__pad__/[0-9]+")  # no layer weight is named by digits alone
 SUFFIX = ".elstm"
 MAX_HEADER_BYTES = 64 << 20
 
@@ -114,7 +116,8 @@ def write(graph: Graph, path: str | os.PathLike) -> int:
 def read(source: str | os.PathLike | bytes) -> Graph:
     """Read and check an ``.elstm`` file (a path, memory-mapped; or the file's bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        private = aligned.copy(np.frombuffer(source, np.uint8))  # aligned as a mapped file is
+        raw = source if isinstance(source, (bytes, bytearray)) else bytes(source)  # any memoryview, contiguous
+        private = aligned.copy(np.frombuffer(raw, np.uint8))  # aligned as a mapped file is
         private.flags.writeable = False
         return _parse(memoryview(private), "the model bytes")
     path = Path(source)
@@ -188,10 +191,10 @@ def _parse(buffer: memoryview, where: str) -> Graph:
         raise FormatError(f"{where} is corrupt: the tensor bytes do not match the digest in its header")
     arrays = {
         name: np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
-        for name, (dtype, shape, start) in tensors.items() if not name.startswith(_PAD_PREFIX)
+        for name, (dtype, shape, start) in tensors.items() if not _PAD_NAME.fullmatch(name)
     }
     for name, (dtype, shape, _) in tensors.items():
-        if name.startswith(_PAD_PREFIX) and (dtype != np.int8 or len(shape) != 1 or shape[0] >= aligned.ALIGNMENT):
+        if _PAD_NAME.fullmatch(name) and (dtype != np.int8 or len(shape) != 1 or shape[0] >= aligned.ALIGNMENT):
             raise FormatError(f"{where}: padding tensor '{name}' is not int8 bytes fewer than {aligned.ALIGNMENT}")
     graph_json = meta.get("graph")
     if not isinstance(graph_json, str):

@@ -192,9 +192,10 @@ def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool 
     return pad, steps
 
 
-# Below 64 inputs the float32 product (packed panels) beats the int8 one, whose rows must be
-# quantized first (bench/RESULTS.md, "int8 below 64 inputs"); quantizing them also costs accuracy.
-_INT8_MIN_ROWS = 64
+_INT8_MIN_ROWS = 32  # an int8 product over fewer inputs is no faster, and quantizing its input costs accuracy
+# On the CPU the float32 product from packed panels beats the int8 one below 64 inputs
+# (bench/RESULTS.md, "int8 below 64 inputs"): `_for_cpu` widens those matrices too.
+_CPU_INT8_MIN_ROWS = 64
 
 
 def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
@@ -223,6 +224,19 @@ def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
     if layer.kind == "lstm":
         ready.setdefault("peephole", np.zeros(0, np.float32))  # none: the kernels take an empty one
     return ready
+
+
+def _for_cpu(layer: Layer, w: dict) -> dict:
+    """`kernel_weights` as the CPU kernels run fastest: int8 matrices under `_CPU_INT8_MIN_ROWS`
+    input rows widened to float32, and a recurrent layer's float32 recurrent matrix packed into
+    panels as well (`PackedMatrix`)."""
+    w = dict(w)
+    for name, matrix in w.items():
+        if isinstance(matrix, QuantizedMatrix) and matrix.rows < _CPU_INT8_MIN_ROWS:
+            w[name] = aligned.copy(matrix.values.astype(np.float32) * matrix.scale)
+    if layer.kind in RECURRENT_KINDS and isinstance(w["recurrent_kernel"], np.ndarray):
+        w["recurrent_kernel"] = PackedMatrix.from_matrix(w["recurrent_kernel"])
+    return w
 
 
 def _build_op(layer: Layer, w: dict, k) -> _Op:
@@ -412,10 +426,8 @@ class Model:
         # values and masks travel in lists by layer position: no name lookups on the per-step path
         position = {layer.name: i for i, layer in enumerate(graph.layers)}
         weights = [kernel_weights(layer) for layer in graph.layers[1:]]
-        if kernels is cpu:  # below 8 sequences the CPU kernels read recurrent matrices from panels
-            for layer, w in zip(graph.layers[1:], weights):
-                if layer.kind in RECURRENT_KINDS and isinstance(w["recurrent_kernel"], np.ndarray):
-                    w["recurrent_kernel"] = PackedMatrix.from_matrix(w["recurrent_kernel"])
+        if kernels is cpu:
+            weights = [_for_cpu(layer, w) for layer, w in zip(graph.layers[1:], weights)]
         self._ops = [(layer, mask_rule(layer), _build_op(layer, w, kernels), [position[s] for s in layer.inputs])
                      for layer, w in zip(graph.layers[1:], weights)]
         self._host_weights = None if kernels.ON_DEVICE else weights  # for `Stream`'s one-call step

@@ -102,6 +102,22 @@ def test_load_from_bytes(elstm_file):
     assert model.output_shape == (2,)
 
 
+def test_load_from_a_strided_memoryview(elstm_file):
+    data = np.frombuffer(elstm_file.read_bytes(), np.uint8)
+    spread = np.repeat(data, 2)[::2]  # the same bytes, every other one of a larger buffer
+    assert artifact.read(memoryview(spread)).output == small_graph().output
+
+
+def test_a_layer_named_like_the_padding_round_trips():
+    graph = small_graph()
+    old = graph.layers[1].name
+    graph.layers[1].name = "__pad__"
+    for layer in graph.layers:
+        layer.inputs = ["__pad__" if name == old else name for name in layer.inputs]
+    loaded = artifact.read(artifact.to_bytes(graph))
+    np.testing.assert_array_equal(loaded.layer("__pad__").weights["kernel"], graph.layers[1].weights["kernel"])
+
+
 def _damage(path, edit):
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(edit(data)))

@@ -84,10 +84,10 @@ def test_onnx_fixture_matches_cpu_on_cuda(fixture):
 def test_int8_models_match_the_cpu_int8_kernels(kind, reset_after, calibrated):
     """int8 products as on the CPU: rows quantized to 12 bits, int32 sums; only the float32
     activations differ (a last-bit difference may move one quantized value by one step)."""
-    graph = recurrent_graph(kind, units=32, features=32, steps=3, seed=3)
+    graph = recurrent_graph(kind, units=64, features=64, steps=3, seed=3)  # the CPU runs int8 from 64 inputs
     if reset_after is not None:
         graph.layers[1].attrs["reset_after"] = reset_after
-    x = np.random.default_rng(1).normal(0, 1, (1, 3, 32)).astype(np.float32)
+    x = np.random.default_rng(1).normal(0, 1, (1, 3, 64)).astype(np.float32)
     int8 = quantize(graph, "int8", calibration=x if calibrated else None)
     assert int8.layers[1].weights["recurrent_kernel"].dtype == np.int8
     cpu = Model(int8, backend="cpu").predict(x)

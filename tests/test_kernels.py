@@ -121,6 +121,53 @@ def test_packed_product_matches_numpy_over_any_columns(seed, rows, inputs, width
     np.testing.assert_allclose(z, expected, **TOL)
 
 
+@numba.njit
+def _four_rows_at_a_time(z, a, w, j0, j1):
+    for panel in range(j0 // packed.PANEL, -(-j1 // packed.PANEL)):
+        start = panel * packed.PANEL
+        lo, hi = max(j0 - start, 0), min(j1 - start, packed.PANEL)
+        for first in range(0, a.shape[0] - 3, 4):
+            packed.panel_product_4(z, a, first, w.panels, panel, lo, hi)
+
+
+@pytest.mark.parametrize("inputs, width, j0, j1", [(70, 200, 0, 200), (33, 130, 10, 129), (5, 64, 0, 64)])
+def test_the_four_row_panel_product_matches_numpy_on_any_cpu(inputs, width, j0, j1):
+    """The four-row kernel, whichever `packed.ROWS_PER_PASS` this CPU gets (without AVX-512 its sums
+    spill, but stay right)."""
+    rng = np.random.default_rng(inputs)
+    a, w, z = arrays(rng, 8, inputs), arrays(rng, inputs, width), arrays(rng, 8, width)
+    expected = z.copy()
+    expected[:, j0:j1] += a @ w[:, j0:j1]
+    _four_rows_at_a_time(z, a, PackedMatrix.from_matrix(w), j0, j1)
+    np.testing.assert_allclose(z, expected, **TOL)
+
+
+_WITHOUT_AVX512 = """
+import numpy as np
+from edgelstm.kernels import cpu, packed
+from edgelstm.kernels.packed import PackedMatrix
+assert packed.ROWS_PER_PASS == 1 and cpu._PACKED_MAX_ROWS == cpu._BLAS_ROWS
+rng = np.random.default_rng(0)
+for rows in (1, 5, 9):
+    a, w, z = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((rows, 40), (40, 150), (rows, 150)))
+    expected = z.copy()
+    expected[:, 20:140] += a @ w[:, 20:140]
+    cpu.add_packed_product(z, a, PackedMatrix.from_matrix(w), 20, 140)
+    np.testing.assert_allclose(z, expected, atol=2e-5, rtol=1e-5)
+"""
+
+
+def test_kernels_built_for_a_cpu_without_avx512_match_numpy(tmp_path):
+    """NUMBA_CPU_NAME=generic (a portable cache) compiles without AVX-512: rows one at a time, sgemm
+    from 8, the 512-bit vectors split in two."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CPU_FEATURES", None)
+    subprocess.run([sys.executable, "-c", _WITHOUT_AVX512], env=env, check=True, timeout=600)
+
+
 def test_portable_sgemm_matches_numpy_on_strided_rows():
     """The stand-in used where numpy has no OpenBLAS: z[:, 3:10] = 0.5 z + 2 a[:, :5] @ w[:, 3:10]."""
     rng = np.random.default_rng(0)

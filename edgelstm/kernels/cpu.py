@@ -552,7 +552,7 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 _OP_FIELDS = 34
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
-STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches use sgemm and threads: the layer kernels pay off
+STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches run layer by layer: threads (and sgemm) pay off
 
 
 @intrinsic
