@@ -21,6 +21,7 @@ from . import packed
 from .int8 import panel_product
 from .packed import PackedMatrix
 from .quantized import PANEL, ROW_QMAX, QuantizedMatrix
+from .vectors import wide_vectors
 from .reference import (MERGE_AVERAGE, MERGE_MULTIPLY, ON_DEVICE, assign, combine_masks, concatenate, empty,
                         nonzero, repeat, reverse, shift_in, take_step, to_host)
 
@@ -93,6 +94,7 @@ def _copy(dst, src):
 @njit(**_jit)
 def _activate(code, v, lo, hi):
     """v[lo:hi] = code(v[lo:hi]) in place; sigmoid and tanh by the vectorising float32 forms."""
+    wide_vectors()
     u = v[lo:hi]  # loops indexed from 0: numba then needs no negative-index fix-up, and LLVM vectorises
     if code == A.SIGMOID:
         for j in range(u.shape[0]):
@@ -348,6 +350,7 @@ def _clip(v, clip):
 @njit(**_jit)
 def _lstm_update(z, h, c, act, rec_act, out_act):
     """The plain LSTM cell from its gate sums z [i f g o]: c and h updated in place."""
+    wide_vectors()
     units = h.shape[0]
     gate_i, gate_f, cand, gate_o = z[:units], z[units:2 * units], z[2 * units:3 * units], z[3 * units:]
     if act == A.TANH and rec_act == A.SIGMOID and out_act == A.TANH:
@@ -398,6 +401,7 @@ def _lstm_update_general(z, h, c, act, rec_act, out_act, peephole, clip, input_f
 @njit(**_jit)
 def _gru_update(xz, hz, h, act, rec_act, reset_after):
     """The GRU cell from its input sums xz and recurrent sums hz [update reset candidate]."""
+    wide_vectors()
     units = h.shape[0]
     gates, cand, hz_cand = xz[:2 * units], xz[2 * units:], hz[2 * units:]
     if act == A.TANH and rec_act == A.SIGMOID:  # the default cell in two passes instead of five, as the LSTM's

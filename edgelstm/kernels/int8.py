@@ -8,10 +8,8 @@ weights come packed by `quantized.pack_panels` so that the loop reads them seque
 AVX-512 VNNI the sum and the accumulation become one ``vpdpwssd``.
 
 The vectors are 512 bits wide (sixteen int32 sums), and the function holding the loop is marked
-to keep them whole: LLVM's x86 backend otherwise splits 512-bit vectors into two 256-bit halves on
-cores where it prefers 256 bits (Intel's AVX-512 cores, for their clock). Measured on an AVX-512
-VNNI Xeon (bench/RESULTS.md): 512 x 2048 weights 22 -> 13-16 us, 128 x 512 1.5 -> 1.0-1.25 us.
-Without AVX-512 each vector is two 256-bit ones, as before.
+to keep them whole (`vectors`). Measured on an AVX-512 VNNI Xeon (bench/RESULTS.md): 512 x 2048
+weights 22 -> 13-16 us, 128 x 512 1.5 -> 1.0-1.25 us.
 """
 
 from llvmlite import ir
@@ -20,16 +18,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .quantized import PANEL
+from .vectors import keep_512_bit_vectors
 
 _LANES = 16  # int32 sums per vector: 512 bits
 _VECTORS = PANEL // _LANES
-
-
-def keep_512_bit_vectors(builder) -> None:
-    """Mark the function being built so that LLVM keeps its 512-bit vectors whole (string
-    attributes, which llvmlite's `add` does not list)."""
-    for attribute in ('"min-legal-vector-width"="512"', '"prefer-vector-width"="512"'):
-        set.add(builder.function.attributes, attribute)
 
 
 @intrinsic

@@ -21,7 +21,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import aligned
-from .int8 import keep_512_bit_vectors
+from .vectors import keep_512_bit_vectors
 
 PANEL = 64  # columns per panel: four 512-bit vectors of float32 sums
 _LANES = 16
