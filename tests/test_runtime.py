@@ -82,6 +82,20 @@ def test_bad_inputs_are_named(x, message):
         edgelstm.Model(small_graph()).predict(x)
 
 
+def test_ready_float32_input_is_taken_as_it_is_and_any_other_converted():
+    model = edgelstm.Model(small_graph())
+    assert model.prepare_input(X) is X
+    strided = np.repeat(X, 2, axis=1)[:, ::2]
+    for x in (strided, X.astype(np.float64), X.tolist()):
+        np.testing.assert_array_equal(model.predict(x), model.predict(X))
+    graph = small_graph()
+    graph.layers[0].attrs["shape"] = [9, 3]
+    fixed = edgelstm.Model(graph)
+    assert fixed.prepare_input(X) is X
+    with pytest.raises(ShapeError, match=r"shape \(4, 5, 3\), expected \('batch', 9, 3\)"):
+        fixed.predict(np.ascontiguousarray(X[:, :5]))
+
+
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5])
 def test_bad_batch_size_is_named(batch_size):
     with pytest.raises(InputError, match="batch_size"):
