@@ -194,13 +194,13 @@ def _window(layer: Layer, length: int, size: int, dilation: int, unpadded: bool 
 
 _INT8_MIN_ROWS = 32  # an int8 product over fewer inputs is no faster, and quantizing its input costs accuracy
 # On the CPU the float32 product from packed panels beats the int8 one below 64 inputs
-# (bench/RESULTS.md, "int8 below 64 inputs"): `_for_cpu` widens those matrices too.
+# (bench/RESULTS.md, "int8 below 64 inputs"): the CPU backend widens those matrices too.
 _CPU_INT8_MIN_ROWS = 64
 
 
-def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
+def kernel_weights(layer: Layer, int8_min_rows: int = _INT8_MIN_ROWS) -> dict[str, np.ndarray | QuantizedMatrix]:
     """`layer`'s weights as the kernels take them: float16 widened to float32; the int8 matrices
-    of recurrent and dense layers with 32 to `MAX_INPUT_ROWS` input rows as `QuantizedMatrix`
+    of recurrent and dense layers with `int8_min_rows` to `MAX_INPUT_ROWS` input rows as `QuantizedMatrix`
     (they run as int8), other int8 tensors (small input projections, convolution kernels, embedding tables)
     dequantized to float32."""
     scales = scale_names(layer)
@@ -211,7 +211,7 @@ def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
         if w.dtype == np.int8:
             scale = layer.weights[name + SCALE_SUFFIX].astype(np.float32)
             runs_int8 = layer.kind in RECURRENT_KINDS or layer.kind == "dense"
-            if runs_int8 and _INT8_MIN_ROWS <= w.shape[0] <= MAX_INPUT_ROWS:
+            if runs_int8 and int8_min_rows <= w.shape[0] <= MAX_INPUT_ROWS:
                 static = layer.attrs.get("input_scale", 0.0) if name == "kernel" else 0.0
                 w = QuantizedMatrix.from_values(w, np.broadcast_to(scale, w.shape[-1:]), static)
             else:
@@ -226,14 +226,9 @@ def kernel_weights(layer: Layer) -> dict[str, np.ndarray | QuantizedMatrix]:
     return ready
 
 
-def _for_cpu(layer: Layer, w: dict) -> dict:
-    """`kernel_weights` as the CPU kernels run fastest: int8 matrices under `_CPU_INT8_MIN_ROWS`
-    input rows widened to float32, and a recurrent layer's float32 recurrent matrix packed into
-    panels as well (`PackedMatrix`)."""
-    w = dict(w)
-    for name, matrix in w.items():
-        if isinstance(matrix, QuantizedMatrix) and matrix.rows < _CPU_INT8_MIN_ROWS:
-            w[name] = aligned.copy(matrix.values.astype(np.float32) * matrix.scale)
+def _pack_recurrent(layer: Layer, w: dict) -> dict:
+    """`kernel_weights` w with a recurrent layer's float32 recurrent matrix packed into panels as
+    well (`PackedMatrix`), as the CPU kernels read it."""
     if layer.kind in RECURRENT_KINDS and isinstance(w["recurrent_kernel"], np.ndarray):
         w["recurrent_kernel"] = PackedMatrix.from_matrix(w["recurrent_kernel"])
     return w
@@ -425,9 +420,10 @@ class Model:
         self.graph = graph
         # values and masks travel in lists by layer position: no name lookups on the per-step path
         position = {layer.name: i for i, layer in enumerate(graph.layers)}
-        weights = [kernel_weights(layer) for layer in graph.layers[1:]]
+        int8_min_rows = _CPU_INT8_MIN_ROWS if kernels is cpu else _INT8_MIN_ROWS
+        weights = [kernel_weights(layer, int8_min_rows) for layer in graph.layers[1:]]
         if kernels is cpu:
-            weights = [_for_cpu(layer, w) for layer, w in zip(graph.layers[1:], weights)]
+            weights = [_pack_recurrent(layer, w) for layer, w in zip(graph.layers[1:], weights)]
         self._ops = [(layer, mask_rule(layer), _build_op(layer, w, kernels), [position[s] for s in layer.inputs])
                      for layer, w in zip(graph.layers[1:], weights)]
         self._host_weights = None if kernels.ON_DEVICE else weights  # for `Stream`'s one-call step

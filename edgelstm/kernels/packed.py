@@ -38,25 +38,15 @@ def pack_panels(matrix: np.ndarray) -> np.ndarray:
 
 class PackedMatrix(NamedTuple):
     """A float32 matrix [K, N] both row-major (`matrix`: sgemm's operand) and in panels (`panels`,
-    from `pack_panels`). numba kernels take it as a named tuple; in numpy, ``a @ packed`` is
-    ``a @ packed.matrix``."""
+    from `pack_panels`); numba kernels take it as a named tuple."""
 
     matrix: np.ndarray
     panels: np.ndarray
-
-    __array_ufunc__ = None  # numpy then leaves ``array @ packed`` to __rmatmul__
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> "PackedMatrix":
         matrix = np.ascontiguousarray(matrix, np.float32)
         return cls(matrix, pack_panels(matrix))
-
-    @property
-    def shape(self) -> tuple:
-        return self.matrix.shape
-
-    def __rmatmul__(self, a: np.ndarray) -> np.ndarray:
-        return a @ self.matrix
 
 
 def _panel_product_of_rows(count: int):
