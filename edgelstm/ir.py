@@ -31,8 +31,9 @@ Quantized weights (`passes.quantize`): a weight named in `QUANTIZABLE` may be fl
 float32) or int8 with a float16 (or float32) companion ``<name>_scale``: one scale per output column ([N] for a
 [.., N] matrix; [V, 1], one per row, for an embedding table) or one for the tensor ([1]); the
 float value is ``values * scale``. Any other float weight may be float16. A layer with int8 matrices
-may carry ``input_scale`` (> 0): the fixed int8 scale of the rows its input matrix multiplies,
-found on calibration data; without it they are scaled per row at run time.
+may carry ``input_range`` (> 0): the largest magnitude, on calibration data, of the rows its input
+matrix multiplies, which fixes their 8-bit scale; without it they are scaled per row at run time.
+(Files written before 8-bit rows hold ``input_scale``, that range / 2047; reading converts it.)
 
 LSTM attributes beyond Keras's (ONNX has them): ``output_activation`` applied to the cell state
 for h (Keras: the same as ``activation``), ``clip`` > 0 bounding every gate pre-activation,
@@ -123,7 +124,7 @@ class Graph:
             doc = json.loads(text)
             layers = [
                 Layer(name=str(d["name"]), kind=str(d["kind"]), inputs=[str(i) for i in d["inputs"]],
-                      attrs=dict(d["attrs"]),
+                      attrs=_upgraded_attrs(d["attrs"]),
                       weights={str(w): tensors[f"{d['name']}/{w}"] for w in d["weights"]})
                 for d in doc["layers"]
             ]
@@ -136,6 +137,18 @@ class Graph:
             raise FormatError(f"the file holds tensors no layer uses: {', '.join(extra[:5])}")
         validate(graph, error=FormatError)
         return graph
+
+
+_LEGACY_ROW_QMAX = 2047  # the rows' 12-bit range when files held input_scale
+
+
+def _upgraded_attrs(attrs: dict) -> dict:
+    """A layer's attributes as this version names them: a 12-bit ``input_scale`` becomes ``input_range``."""
+    attrs = dict(attrs)
+    if "input_scale" in attrs and "input_range" not in attrs:
+        scale = attrs.pop("input_scale")
+        attrs["input_range"] = scale * _LEGACY_ROW_QMAX if isinstance(scale, (int, float)) else scale
+    return attrs
 
 
 RECURRENT_KINDS = ("lstm", "gru", "rnn")
@@ -392,9 +405,9 @@ def validate(graph: Graph, error: type = ShapeError) -> None:
                  f"layer '{layer.name}' ({layer.kind}) holds weights {sorted(layer.weights)}, expected {sorted(weights)}")
         for src in layer.inputs:
             _require(src in shapes, error, f"layer '{layer.name}' reads '{src}', which is not an earlier layer")
-        if "input_scale" in layer.attrs:
-            _require(_finite(layer.attrs["input_scale"]) and layer.attrs["input_scale"] > 0 and bool(scale_names(layer)),
-                     error, f"layer '{layer.name}' has input_scale {layer.attrs['input_scale']!r}: it must be positive "
+        if "input_range" in layer.attrs:
+            _require(_finite(layer.attrs["input_range"]) and layer.attrs["input_range"] > 0 and bool(scale_names(layer)),
+                     error, f"layer '{layer.name}' has input_range {layer.attrs['input_range']!r}: it must be positive "
                             "and belongs only to a layer with int8 weights")
         layer.shape = infer_shape(layer, [shapes[s] for s in layer.inputs], error)
         shapes[layer.name] = layer.shape

@@ -23,7 +23,7 @@ from .errors import BackendError, InputError, ShapeError
 from .ir import RECURRENT_KINDS, SCALE_SUFFIX, Graph, Layer, conv_padding, mask_rule, scale_names, validate
 from .kernels import activations, cpu, reference
 from .kernels.packed import PackedMatrix
-from .kernels.quantized import MAX_INPUT_ROWS, QuantizedMatrix
+from .kernels.quantized import MAX_INPUT_ROWS, ROW_QMAX, QuantizedMatrix
 
 BACKENDS = {"cpu": cpu, "reference": reference, "cuda": None}  # cuda: imported when asked for
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -212,7 +212,7 @@ def kernel_weights(layer: Layer, int8_min_rows: int = _INT8_MIN_ROWS) -> dict[st
             scale = layer.weights[name + SCALE_SUFFIX].astype(np.float32)
             runs_int8 = layer.kind in RECURRENT_KINDS or layer.kind == "dense"
             if runs_int8 and int8_min_rows <= w.shape[0] <= MAX_INPUT_ROWS:
-                static = layer.attrs.get("input_scale", 0.0) if name == "kernel" else 0.0
+                static = np.float32(layer.attrs.get("input_range", 0.0)) / np.float32(ROW_QMAX) if name == "kernel" else 0.0
                 w = QuantizedMatrix.from_values(w, np.broadcast_to(scale, w.shape[-1:]), static)
             else:
                 w = w.astype(np.float32) * scale

@@ -154,12 +154,22 @@ for rows in (1, 5, 9):
     expected[:, 20:140] += a @ w[:, 20:140]
     cpu.add_packed_product(z, a, PackedMatrix.from_matrix(w), 20, 140)
     np.testing.assert_allclose(z, expected, atol=2e-5, rtol=1e-5)
+# int8: pairs of rows (vpmaddwd), not VNNI's groups of four; integer sums exact
+from edgelstm.kernels import quantized
+assert quantized.GROUP == 2
+values = rng.integers(-127, 128, (67, 130)).astype(np.int8)
+matrix = quantized.QuantizedMatrix.from_values(values, np.full(130, 0.01, np.float32))
+a, z = rng.normal(0, 1, (3, 67)).astype(np.float32), np.zeros((3, 130), np.float32)
+scratch = (np.full((3, 68), 5, np.int8), np.empty((3, 192), np.int32), np.empty(3, np.float32))
+cpu.add_quantized_product(z, a, matrix, scratch, 0, 130)
+q, _ = quantized.quantize_rows(a)
+np.testing.assert_array_equal(scratch[1][:, :130], q.astype(np.int64) @ values.astype(np.int64))
 """
 
 
 def test_kernels_built_for_a_cpu_without_avx512_match_numpy(tmp_path):
     """NUMBA_CPU_NAME=generic (a portable cache) compiles without AVX-512: rows one at a time, sgemm
-    from 8, the 512-bit vectors split in two."""
+    from 8, the 512-bit vectors split in two, int8 products on pairs of rows."""
     import os
     import subprocess
     import sys

@@ -20,7 +20,7 @@ from . import blas
 from . import packed
 from .int8 import panel_product
 from .packed import PackedMatrix
-from .quantized import PANEL, ROW_QMAX, QuantizedMatrix
+from .quantized import GROUP, PANEL, ROW_QMAX, QuantizedMatrix
 from .vectors import wide_vectors
 from .reference import (MERGE_AVERAGE, MERGE_MULTIPLY, ON_DEVICE, assign, combine_masks, concatenate, empty,
                         nonzero, repeat, reverse, shift_in, take_step, to_host)
@@ -203,13 +203,14 @@ def add_product(z, a, w, j0, j1):
             _add_row_product(z[r], a[r], w, p0, p1)
 
 
-# int8 weights (a QuantizedMatrix): the rows multiplied in are quantized to int16 values in
-# [-2047, 2047], multiplied with the packed weight panels in pairs of rows and summed in int32
-# (int8.panel_product: vpmaddwd on x86), then scaled back to float32 column by column.
+# int8 weights (a QuantizedMatrix): the rows multiplied in are quantized to int8 values in
+# [-127, 127], multiplied with the packed weight panels a group of rows at a time and summed in
+# int32 (int8.panel_product: vpdpbusd with VNNI, vpmaddwd elsewhere), then scaled back to float32
+# column by column.
 
 @njit(**_jit)
 def quantize_rows(a, input_scale, q, row_scale):
-    """q[:, :K] = a [rows, K] as 12-bit values (in int16), row_scale[i] their scale: `input_scale`
+    """q[:, :K] = a [rows, K] as 8-bit values, row_scale[i] their scale: `input_scale`
     when positive, else max |a[i]| / ROW_QMAX (1 for a zero row). As `quantized.quantize_rows`."""
     for i in range(a.shape[0]):
         row, out = a[i], q[i, :a.shape[1]]
@@ -221,7 +222,7 @@ def quantize_rows(a, input_scale, q, row_scale):
             scale = top / np.float32(ROW_QMAX) if top > 0.0 else np.float32(1.0)
         row_scale[i] = scale
         for k in range(row.shape[0]):
-            out[k] = np.int16(min(max(np.rint(row[k] / scale), -ROW_QMAX), ROW_QMAX))
+            out[k] = np.int8(min(max(np.rint(row[k] / scale), -ROW_QMAX), ROW_QMAX))
 
 
 @njit(**_jit)
@@ -232,9 +233,12 @@ def add_quantized_product(z, a, w, scratch, j0, j1):
     quantize_rows(a, w.input_scale, q, row_scale)
     scale = w.scale
     for i in range(a.shape[0]):
-        total = acc[i]
+        total, q_row = acc[i], q[i]
+        q_sum = 0
+        for k in range(a.shape[1]):
+            q_sum += q_row[k]
         for panel in range(j0 // PANEL, (j1 + PANEL - 1) // PANEL):
-            panel_product(total[panel * PANEL:], q[i], w.panels, panel)
+            panel_product(total[panel * PANEL:], q_row, np.int32(q_sum), w.panels, panel)
         row, s = z[i, j0:j1], row_scale[i]
         sums, column_scale = total[j0:j1], scale[j0:j1]
         for j in range(row.shape[0]):
@@ -289,11 +293,11 @@ def _product_by_type(z, a, w, scratch, j0, j1):
 @overload(_scratch, jit_options=_jit)
 def _scratch_by_type(w, other, rows, inputs, width):
     if all(isinstance(t, types.Array) or _is_packed(t) for t in (w, other)):
-        return lambda w, other, rows, inputs, width: (np.empty((0, 0), np.int16), np.empty((0, 0), np.int32),
+        return lambda w, other, rows, inputs, width: (np.empty((0, 0), np.int8), np.empty((0, 0), np.int32),
                                                       np.empty(0, np.float32))
-    # acc spans whole panels. An odd input count's pad column of q may hold the other product's
-    # value (they share q); the pad row of the packed weights is zero, so it adds nothing
-    return lambda w, other, rows, inputs, width: (np.zeros((rows, inputs + inputs % 2), np.int16),
+    # acc spans whole panels. The pad columns of q (to a whole group) may hold the other product's
+    # values (they share q); the pad rows of the packed weights are zero, so they add nothing
+    return lambda w, other, rows, inputs, width: (np.zeros((rows, -(-inputs // GROUP) * GROUP), np.int8),
                                                   np.empty((rows, -(-width // PANEL) * PANEL), np.int32),
                                                   np.empty(rows, np.float32))
 
@@ -592,7 +596,8 @@ def _float_at(p, field):
 def _int8_matrix(addresses, p, field, scale_field, rows, cols):
     """The QuantizedMatrix of op row p: its packed panels at p[field] (`pack_panels` fixed their
     shape), its column scales at p[scale_field] and its input scale in the field after."""
-    panels = numba.carray(_pointer(addresses[p[field]]), (-(-cols // PANEL), (rows + 1) // 2, 2 * PANEL), np.int8)
+    panels = numba.carray(_pointer(addresses[p[field]]), (-(-cols // PANEL), -(-rows // GROUP), GROUP * PANEL),
+                          np.uint8)
     return QuantizedMatrix(panels, _vector(addresses, p[scale_field], cols), _float_at(p, scale_field + 1), rows)
 
 
@@ -607,7 +612,7 @@ def _packed_matrix(addresses, p, field, panels_field, rows, cols):
 @njit(**_jit)
 def _op_scratch(p, field, addresses, batch):
     """The `_scratch` work arrays an op row holds from `field` on (see `StepProgram._scratch_fields`)."""
-    return (numba.carray(_pointer(addresses[p[field]]), (batch, p[field + 1]), np.int16),
+    return (numba.carray(_pointer(addresses[p[field]]), (batch, p[field + 1]), np.int8),
             numba.carray(_pointer(addresses[p[field + 2]]), (batch, p[field + 3]), np.int32),
             _vector(addresses, p[field + 4], batch))
 
@@ -917,8 +922,8 @@ class StepProgram:
         QuantizedMatrix of that shape. With `packed_too` a float32 matrix comes as a PackedMatrix
         (packed here if need be), its panels in the third field."""
         if isinstance(w, QuantizedMatrix):
-            panels = (-(-cols // PANEL), (rows + 1) // 2, 2 * PANEL)  # as pack_panels makes them
-            return (self._fixed(w.panels, panels, "an int8 matrix's panels", np.int8),
+            panels = (-(-cols // PANEL), -(-rows // GROUP), GROUP * PANEL)  # as pack_panels makes them
+            return (self._fixed(w.panels, panels, "an int8 matrix's panels", np.uint8),
                     self._weights(w.scale, (cols,), "an int8 matrix's scales"), _bits(w.input_scale))
         if not packed_too:
             return self._weights(w, (rows, cols), "a matrix"), -1, 0
@@ -930,8 +935,8 @@ class StepProgram:
     def _scratch_fields(self, int8: bool, inputs: int, width: int) -> list:
         """The work arrays of `_scratch` for int8 products of `inputs` rows into `width` sums, as
         op fields (index, columns) x 2 + index (empty ones for float32 products)."""
-        q_cols, acc_cols = (inputs + inputs % 2, -(-width // PANEL) * PANEL) if int8 else (0, 0)
-        return [self._hold(np.zeros((self.batch, q_cols), np.int16)), q_cols,
+        q_cols, acc_cols = (-(-inputs // GROUP) * GROUP, -(-width // PANEL) * PANEL) if int8 else (0, 0)
+        return [self._hold(np.zeros((self.batch, q_cols), np.int8)), q_cols,
                 self._hold(np.zeros((self.batch, acc_cols), np.int32)), acc_cols,
                 self._hold(np.zeros(self.batch, np.float32))]
 

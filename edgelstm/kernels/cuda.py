@@ -265,7 +265,7 @@ def activation(x, act, out):
 
 @cuda.jit(device=True)
 def _row_scale(x, n, input_scale):
-    """The 12-bit quantization scale of row n of x: `input_scale` when positive, else max |row| / 2047."""
+    """The 8-bit quantization scale of row n of x: `input_scale` when positive, else max |row| / 127."""
     if input_scale > _ZERO:
         return input_scale
     top = _ZERO
@@ -292,7 +292,7 @@ def _project(x, w, bias, act, out):
 
 @cuda.jit
 def _project_int8(x, w, scale, input_scale, bias, act, out):
-    """As `_project` with int8 weights: rows quantized to 12 bits, int32 sums (as the CPU kernels)."""
+    """As `_project` with int8 weights: rows quantized to 8 bits, int32 sums (as the CPU kernels)."""
     g, n = cuda.grid(2)
     if n < x.shape[0] and g < w.shape[1]:
         row_scale = _row_scale(x, n, input_scale)
@@ -332,7 +332,7 @@ def _recurrence(cell: int, units: int, quantized: bool, general: bool, reset_aft
 
     @cuda.jit(device=True)
     def h_scale(v):
-        """The 12-bit scale of the shared vector v (every thread computes it: no extra sync)."""
+        """The 8-bit scale of the shared vector v (every thread computes it: no extra sync)."""
         top = _ZERO
         for k in range(units):
             top = max(top, abs(v[k]))

@@ -1,15 +1,16 @@
 """The int8 product's inner loop, written as LLVM vector IR for numba.
 
-numba's loop vectoriser turns int8 x int16 products into 32-bit multiplies (vpmovsxbd + vpmulld on
-x86): eight multiply-adds per instruction pair. Written as "sign-extend both to 32 bits, multiply,
-add even and odd lanes", the same sums are the pattern LLVM's x86 backend lowers to one
-``vpmaddwd`` (sixteen multiply-adds) and its AArch64 backend to ``smull``/``smlal`` pairs. The
-weights come packed by `quantized.pack_panels` so that the loop reads them sequentially. With
-AVX-512 VNNI the sum and the accumulation become one ``vpdpwssd``.
+A row q of 8-bit values times a panel of packed weights (`quantized.pack_panels`: w + 128 as
+unsigned bytes, GROUP rows side by side per column), read front to back with the panel's 64 int32
+sums in four 512-bit vectors. With AVX-512 VNNI each group of four rows is one ``vpdpbusd`` per 16
+columns: 64 byte products summed into 16 lanes, the weights loaded straight into it. Elsewhere two
+rows at a time are written as "widen to 32 bits, multiply, add even and odd lanes", the pattern
+LLVM's x86 backend lowers to ``vpmaddwd`` (and AArch64's to ``smull``/``smlal`` pairs). Either way
+the sums start at ``-128 * sum(q)``, which takes the weights' bias back out.
 
-The vectors are 512 bits wide (sixteen int32 sums), and the function holding the loop is marked
-to keep them whole (`vectors`). Measured on an AVX-512 VNNI Xeon (bench/RESULTS.md): 512 x 2048
-weights 22 -> 13-16 us, 128 x 512 1.5 -> 1.0-1.25 us.
+The function holding the loop is marked to keep its 512-bit vectors whole (`vectors`). Measured on
+an AVX-512 VNNI Xeon (bench/RESULTS.md, "int8"): 128 x 512 1.0-1.25 us with 16-bit rows and
+``vpdpwssd`` (pairs), and with 8-bit rows and ``vpdpbusd``: see there.
 """
 
 from llvmlite import ir
@@ -17,58 +18,81 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .quantized import PANEL
+from .quantized import GROUP, PANEL, WEIGHT_BIAS
 from .vectors import keep_512_bit_vectors
 
 _LANES = 16  # int32 sums per vector: 512 bits
 _VECTORS = PANEL // _LANES
 
 
+def _vnni_group(builder, sums, row, q_group):
+    """sums[v] += the four-byte dot products of a group's weights (16 columns per vector) with q_group."""
+    i32 = ir.IntType(32)
+    lanes = ir.VectorType(i32, _LANES)
+    dot = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(lanes, [lanes] * 3))
+    q_lanes = builder.shuffle_vector(builder.insert_element(ir.Constant(lanes, None), q_group, ir.Constant(i32, 0)),
+                                     ir.Constant(lanes, None), ir.Constant(lanes, [0] * _LANES))
+    for v, slot in enumerate(sums):
+        chunk = builder.bitcast(builder.gep(row, [ir.Constant(ir.IntType(64), v * GROUP * _LANES)]), lanes.as_pointer())
+        builder.store(builder.call(dot, [builder.load(slot), builder.load(chunk, align=1), q_lanes]), slot)
+
+
+def _pair_group(builder, sums, row, q_group):
+    """sums[v] += the two-byte dot products of a group's weights (16 columns per vector) with q_group."""
+    i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+    wide, narrow = ir.VectorType(i32, 2 * _LANES), ir.VectorType(i8, 2 * _LANES)
+    pairs = ir.VectorType(i16, _LANES)
+    q_pairs = builder.shuffle_vector(builder.insert_element(ir.Constant(pairs, None), q_group, ir.Constant(i32, 0)),
+                                     ir.Constant(pairs, None), ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+    q_wide = builder.sext(builder.bitcast(q_pairs, narrow), wide)
+    even = ir.Constant(ir.VectorType(i32, _LANES), [2 * k for k in range(_LANES)])
+    odd = ir.Constant(ir.VectorType(i32, _LANES), [2 * k + 1 for k in range(_LANES)])
+    for v, slot in enumerate(sums):
+        chunk = builder.bitcast(builder.gep(row, [ir.Constant(ir.IntType(64), v * GROUP * _LANES)]), narrow.as_pointer())
+        product = builder.mul(builder.zext(builder.load(chunk, align=1), wide), q_wide)
+        madd = builder.add(builder.shuffle_vector(product, product, even), builder.shuffle_vector(product, product, odd))
+        builder.store(builder.add(builder.load(slot), madd), slot)
+
+
 @intrinsic
-def panel_product(typingctx, acc, q, panels, panel):
-    """acc[:PANEL] = the int32 product of row q (int16, an even length 2P, values in [-2047, 2047]) with
-    panel `panel` of `panels` (int8 [panels, P, 2 * PANEL] from `pack_panels`)."""
+def panel_product(typingctx, acc, q, q_sum, panels, panel):
+    """acc[:PANEL] = the int32 product of row q (int8 in [-127, 127], zero-padded to a multiple of
+    GROUP, `q_sum` the sum of its values) with panel `panel` of `panels` (uint8 [panels, groups,
+    GROUP * PANEL] from `pack_panels`)."""
     if not (isinstance(acc, types.Array) and acc.dtype == types.int32 and isinstance(q, types.Array)
-            and q.dtype == types.int16 and isinstance(panels, types.Array) and panels.dtype == types.int8
-            and panels.ndim == 3 and isinstance(panel, types.Integer)):
+            and q.dtype == types.int8 and isinstance(q_sum, types.Integer) and isinstance(panels, types.Array)
+            and panels.dtype == types.uint8 and panels.ndim == 3 and isinstance(panel, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):
         keep_512_bit_vectors(builder)
-        acc_arg, q_arg, panels_arg, panel_arg = args
+        acc_arg, q_arg, q_sum_arg, panels_arg, panel_arg = args
         acc_array = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=acc_arg)
         q_array = cgutils.create_struct_proxy(signature.args[1])(context, builder, value=q_arg)
-        panels_array = cgutils.create_struct_proxy(signature.args[2])(context, builder, value=panels_arg)
-        i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        sums_type, pair_type = ir.VectorType(i32, _LANES), ir.VectorType(i16, 2 * _LANES)
-        wide, narrow = ir.VectorType(i32, 2 * _LANES), ir.VectorType(i8, 2 * _LANES)
+        panels_array = cgutils.create_struct_proxy(signature.args[3])(context, builder, value=panels_arg)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        sums_type, group_type = ir.VectorType(i32, _LANES), ir.IntType(8 * GROUP)
 
-        pairs = builder.extract_value(panels_array.shape, 1)
-        index = context.cast(builder, panel_arg, signature.args[3], types.intp)
-        start = builder.mul(index, builder.mul(pairs, ir.Constant(i64, 2 * PANEL)))
+        groups = builder.extract_value(panels_array.shape, 1)
+        index = context.cast(builder, panel_arg, signature.args[4], types.intp)
+        start = builder.mul(index, builder.mul(groups, ir.Constant(i64, GROUP * PANEL)))
         weights = builder.gep(panels_array.data, [start])
-        q_pairs = builder.bitcast(q_array.data, i32.as_pointer())  # (q[2p], q[2p+1]) as one i32
-        even = ir.Constant(sums_type, [2 * k for k in range(_LANES)])
-        odd = ir.Constant(sums_type, [2 * k + 1 for k in range(_LANES)])
-        broadcast = ir.Constant(sums_type, [0] * _LANES)
+        q_groups = builder.bitcast(q_array.data, group_type.as_pointer())  # a group's values as one integer
+        bias = builder.mul(context.cast(builder, q_sum_arg, signature.args[2], types.int32),
+                           ir.Constant(i32, -WEIGHT_BIAS))
+        start_sums = builder.shuffle_vector(builder.insert_element(ir.Constant(sums_type, None), bias,
+                                                                   ir.Constant(i32, 0)),
+                                            ir.Constant(sums_type, None), ir.Constant(sums_type, [0] * _LANES))
         sums = [cgutils.alloca_once_value(builder, ir.Constant(sums_type, None)) for _ in range(_VECTORS)]
         for slot in sums:
-            builder.store(ir.Constant(sums_type, [0] * _LANES), slot)
-        with cgutils.for_range(builder, pairs) as loop:
-            pair = builder.insert_element(ir.Constant(sums_type, None), builder.load(builder.gep(q_pairs, [loop.index])),
-                                          ir.Constant(i32, 0))
-            pair = builder.shuffle_vector(pair, pair, broadcast)
-            pair = builder.sext(builder.bitcast(pair, pair_type), wide)
-            row = builder.gep(weights, [builder.mul(loop.index, ir.Constant(i64, 2 * PANEL))])
-            for v, slot in enumerate(sums):
-                chunk = builder.bitcast(builder.gep(row, [ir.Constant(i64, v * 2 * _LANES)]), narrow.as_pointer())
-                product = builder.mul(builder.sext(builder.load(chunk, align=1), wide), pair)
-                madd = builder.add(builder.shuffle_vector(product, product, even),
-                                   builder.shuffle_vector(product, product, odd))
-                builder.store(builder.add(builder.load(slot), madd), slot)
+            builder.store(start_sums, slot)
+        add_group = _vnni_group if GROUP == 4 else _pair_group
+        with cgutils.for_range(builder, groups) as loop:
+            row = builder.gep(weights, [builder.mul(loop.index, ir.Constant(i64, GROUP * PANEL))])
+            add_group(builder, sums, row, builder.load(builder.gep(q_groups, [loop.index]), align=1))
         for v, slot in enumerate(sums):
             target = builder.bitcast(builder.gep(acc_array.data, [ir.Constant(i64, v * _LANES)]), sums_type.as_pointer())
             builder.store(builder.load(slot), target, align=4)
         return context.get_dummy_value()
 
-    return types.void(acc, q, panels, panel), codegen
+    return types.void(acc, q, q_sum, panels, panel), codegen

@@ -13,15 +13,13 @@ row-major matrix is faster, so a PackedMatrix keeps both.
 from typing import NamedTuple
 
 import numpy as np
-import llvmlite.binding as llvm
-import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import aligned
-from .vectors import keep_512_bit_vectors
+from .vectors import keep_512_bit_vectors, target_has
 
 PANEL = 64  # columns per panel: four 512-bit vectors of float32 sums
 _LANES = 16
@@ -122,17 +120,8 @@ def _panel_product_of_rows(count: int):
     return panel_product
 
 
-def _compiles_for_avx512() -> bool:
-    """Whether numba compiles for AVX-512: with NUMBA_CPU_FEATURES when set (NUMBA_CPU_NAME=generic,
-    for a portable cache, sets none), else with the host's features, as numba does."""
-    features = numba.config.CPU_FEATURES
-    if features is None:
-        return bool(llvm.get_host_cpu_features().get("avx512f", False))
-    return "+avx512f" in features.split(",")
-
-
 panel_product_1 = _panel_product_of_rows(1)
 # Four rows keep 16 vectors of sums in registers: AVX-512 has 32; with 16 (AVX2) or NEON's 128-bit
 # ones they would spill, so there rows go one at a time.
-ROWS_PER_PASS = 4 if _compiles_for_avx512() else 1
+ROWS_PER_PASS = 4 if target_has("avx512f") else 1
 panel_product_4 = _panel_product_of_rows(4)

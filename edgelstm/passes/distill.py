@@ -25,7 +25,7 @@ from ..kernels import train as K
 from ..kernels.activations import CODES
 from ..kernels.reference import ACTIVATION_FUNCTIONS
 from ..runtime import kernel_weights
-from .quantize import quantize, quantize_weight
+from .quantize import MIN_ELEMENTS, float16_if_it_fits, quantize, quantize_weight
 
 CELLS = ("lstm", "gru")
 HEAD_ACTIVATIONS = ("linear", "tanh", "softmax", "sigmoid")
@@ -351,12 +351,15 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], limit: float) -> None:
 
 
 def fake_quantized(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The parameters as the int8 student will hold them (matrices rounded to int8 per column)."""
-    out = dict(params)
+    """The parameters as the int8 student will hold them (`quantize`: matrices of `MIN_ELEMENTS`
+    or more rounded to int8 per column, the rest to float16)."""
+    out = {}
     for name, w in params.items():
-        if w.ndim == 2:
+        if w.ndim == 2 and w.size >= MIN_ELEMENTS:
             values, scale = quantize_weight(w, "embedding" if name == "embeddings" else "dense")
             out[name] = (values * scale.astype(np.float32)).astype(np.float32)
+        else:
+            out[name] = float16_if_it_fits(w).astype(np.float32)
     return out
 
 

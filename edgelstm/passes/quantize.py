@@ -1,14 +1,20 @@
 """Quantization: a float32 graph to one with int8 or float16 weights, and what that costs.
 
 ``int8``: every matrix of `ir.QUANTIZABLE` (input and recurrent kernels, dense and conv kernels,
-embedding tables) becomes symmetric int8 with a float16 scale per output column (per row for an
-embedding table), or one per tensor. Biases, peepholes and normalisation weights stay float32:
-they are a few hundred bytes and feed the float part of every step. Recurrent and dense layers
-then run int8 products (`kernels.quantized`); the rest is dequantized when a model is loaded.
-With calibration data, each int8 layer also gets a fixed ``input_scale`` for the rows its input
-matrix multiplies; without it they are scaled per row at run time (LiteRT's dynamic range mode).
+embedding tables) of at least `MIN_ELEMENTS` weights becomes symmetric int8 with a float16 scale
+per output column (per row for an embedding table), or one per tensor. The other weights of those
+layers (smaller matrices, biases, peepholes) are stored as float16 and computed in float32: a
+Dense(1) head is a few hundred bytes, yet int8 rounding of it and of the rows it multiplies
+reaches the output undamped (LiteRT's converter leaves such matrices float too; bench/RESULTS.md,
+"int8": half the error of the grid's models), while float16's rounding (2^-11 relative) is a
+hundredth of int8's. Normalisation weights stay float32. Recurrent and dense layers then run int8
+products (`kernels.quantized`); the rest is dequantized when a model is loaded. With calibration
+data, each int8 layer also gets a fixed ``input_range`` for the rows its input matrix multiplies;
+without it they are scaled per row at run time (LiteRT's dynamic range mode).
 
 ``float16``: every float weight is stored as float16 and computed in float32.
+
+A weight with values beyond float16's range (65504) stays float32 under either scheme.
 """
 
 from __future__ import annotations
@@ -20,15 +26,22 @@ import numpy as np
 
 from ..errors import InputError, UnsupportedError
 from ..ir import QUANTIZABLE, RECURRENT_KINDS, SCALE_SUFFIX, Graph, validate
-from ..kernels.quantized import QMAX, ROW_QMAX, symmetric_scale
+from ..kernels.quantized import QMAX, symmetric_scale
 
 SCHEMES = ("int8", "float16")
+MIN_ELEMENTS = 1024  # smaller matrices stay float32 under int8 (LiteRT's threshold too)
 WARN_RELATIVE_RMSE = 0.02
 VERIFY_ERROR_FACTOR = 4
 """A quantized model whose outputs differ from float32 by more than this relative RMSE gets a warning."""
 
 
 _FLOAT16_TINY = np.finfo(np.float16).smallest_subnormal
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def float16_if_it_fits(w: np.ndarray) -> np.ndarray:
+    """A float32 weight as float16 when its values are in float16's range; else unchanged."""
+    return w.astype(np.float16) if w.dtype == np.float32 and np.all(np.abs(w) <= _FLOAT16_MAX) else w
 
 
 def quantize_weight(w: np.ndarray, kind: str, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +67,10 @@ def quantize_weight(w: np.ndarray, kind: str, per_channel: bool = True) -> tuple
 
 
 def is_quantized(graph: Graph) -> bool:
-    return any(w.dtype != np.float32 for layer in graph.layers for w in layer.weights.values())
+    """Whether `graph` went through `quantize` (even one whose matrices all stayed float32) or holds
+    weights other than float32."""
+    return ("quantization" in graph.metadata
+            or any(w.dtype != np.float32 for layer in graph.layers for w in layer.weights.values()))
 
 
 def _check_data(x: np.ndarray, what: str) -> np.ndarray:
@@ -64,38 +80,43 @@ def _check_data(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def input_scales(graph: Graph, calibration: np.ndarray) -> dict[str, float]:
-    """Per recurrent or dense layer: max |input| / 2047 over the calibration data, run in float32
-    (layers whose input is all zeros there are left to per-row scaling)."""
+def input_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, float]:
+    """Per recurrent or dense layer: max |input| over the calibration data, run in float32 (layers
+    whose input is all zeros there are left to per-row scaling)."""
     from ..runtime import Model
 
     outputs = Model(graph).layer_outputs(_check_data(calibration, "calibration"))
-    scales = {}
+    ranges = {}
     for layer in graph.layers:
         if layer.kind in RECURRENT_KINDS or layer.kind == "dense":
             top = float(np.abs(outputs[layer.inputs[0]]).max())
             if top > 0:
-                scales[layer.name] = float(np.float32(top) / np.float32(ROW_QMAX))
-    return scales
+                ranges[layer.name] = top
+    return ranges
 
 
-def quantize(graph: Graph, scheme: str = "int8", per_channel: bool = True, calibration=None) -> Graph:
-    """A copy of the float32 `graph` with `scheme` weights (see the module's docstring)."""
+def quantize(graph: Graph, scheme: str = "int8", per_channel: bool = True, calibration=None,
+             min_elements: int = MIN_ELEMENTS) -> Graph:
+    """A copy of the float32 `graph` with `scheme` weights (see the module's docstring); under int8
+    matrices of fewer than `min_elements` weights stay float (float16)."""
     if scheme not in SCHEMES:
         raise UnsupportedError(f"unknown quantization '{scheme}'; supported: {', '.join(SCHEMES)}")
     if is_quantized(graph):
         raise UnsupportedError("the model is already quantized; quantize its float32 original instead")
-    static = input_scales(graph, calibration) if calibration is not None and scheme == "int8" else {}
+    static = input_ranges(graph, calibration) if calibration is not None and scheme == "int8" else {}
     layers = []
     for layer in graph.layers:
         weights, attrs = dict(layer.weights), dict(layer.attrs)
         if scheme == "float16":
-            weights = {name: w.astype(np.float16) for name, w in weights.items()}
-        else:
-            for name in QUANTIZABLE.get(layer.kind, ()):
-                weights[name], weights[name + SCALE_SUFFIX] = quantize_weight(weights[name], layer.kind, per_channel)
-            if layer.name in static:
-                attrs["input_scale"] = static[layer.name]
+            weights = {name: float16_if_it_fits(w) for name, w in weights.items()}
+        elif layer.kind in QUANTIZABLE:
+            matrices = [name for name in QUANTIZABLE[layer.kind] if weights[name].size >= min_elements]
+            weights = {name: float16_if_it_fits(w) for name, w in weights.items()}
+            for name in matrices:
+                weights[name], weights[name + SCALE_SUFFIX] = quantize_weight(layer.weights[name], layer.kind,
+                                                                              per_channel)
+            if layer.name in static and weights["kernel"].dtype == np.int8:  # it fixes the input matrix's rows
+                attrs["input_range"] = static[layer.name]
         layers.append(dataclasses.replace(layer, weights=weights, attrs=attrs))
     metadata = dict(graph.metadata)
     metadata["quantization"] = {"scheme": scheme, "per_channel": per_channel if scheme == "int8" else None,
