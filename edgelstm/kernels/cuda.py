@@ -276,7 +276,8 @@ def _row_scale(x, n, input_scale):
 
 @cuda.jit(device=True)
 def _quantize(v, scale):
-    return int32(min(max(_rint(v / scale), -_QMAX), _QMAX))
+    """v as an 8-bit value of `scale`: times the scale's reciprocal, as the CPU kernels round it."""
+    return int32(min(max(_rint(v * (_ONE / scale)), -_QMAX), _QMAX))
 
 
 @cuda.jit
