@@ -82,7 +82,7 @@ def test_onnx_fixture_matches_cpu_on_cuda(fixture):
                                                           ("gru", True, False), ("gru", False, False),
                                                           ("rnn", None, False)])
 def test_int8_models_match_the_cpu_int8_kernels(kind, reset_after, calibrated):
-    """int8 products as on the CPU: rows quantized to 12 bits, int32 sums; only the float32
+    """int8 products as on the CPU: rows quantized to 8 bits, int32 sums; only the float32
     activations differ (a last-bit difference may move one quantized value by one step)."""
     graph = recurrent_graph(kind, units=64, features=64, steps=3, seed=3)  # the CPU runs int8 from 64 inputs
     if reset_after is not None:

@@ -25,7 +25,7 @@ def elstm_bytes(name: str, quantize: str | None = None) -> bytes:
     graph = edgelstm.import_model(MODELS / f"{name}.keras")
     if quantize:
         from edgelstm.passes.quantize import quantize as quantize_graph
-        graph = quantize_graph(graph, quantize)
+        graph = quantize_graph(graph, quantize, min_elements=0)  # int8 tensors even in a small model
     return artifact.to_bytes(graph)
 
 

@@ -167,13 +167,16 @@ np.testing.assert_array_equal(scratch[1][:, :130], q.astype(np.int64) @ values.a
 """
 
 
-def test_kernels_built_for_a_cpu_without_avx512_match_numpy(tmp_path):
-    """NUMBA_CPU_NAME=generic (a portable cache) compiles without AVX-512: rows one at a time, sgemm
-    from 8, the 512-bit vectors split in two, int8 products on pairs of rows."""
+@pytest.mark.parametrize("setting", [{"NUMBA_CPU_NAME": "generic"}, {"NUMBA_ENABLE_AVX": "0"}],
+                         ids=["generic", "avx-off"])
+def test_kernels_built_for_a_cpu_without_avx512_match_numpy(tmp_path, setting):
+    """NUMBA_CPU_NAME=generic (a portable cache), or NUMBA_ENABLE_AVX=0 on any host, compiles without
+    AVX-512: rows one at a time, sgemm from 8, the 512-bit vectors split in two, int8 products on
+    pairs of rows."""
     import os
     import subprocess
     import sys
-    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **setting)
     env.pop("NUMBA_CPU_FEATURES", None)
     subprocess.run([sys.executable, "-c", _WITHOUT_AVX512], env=env, check=True, timeout=600)
 

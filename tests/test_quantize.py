@@ -14,7 +14,7 @@ from edgelstm.ir import Graph, Layer, validate
 from edgelstm.kernels import cpu
 from edgelstm.kernels.quantized import GROUP, PANEL, ROW_QMAX, QuantizedMatrix, pack_panels, quantize_rows
 from edgelstm.passes.quantize import MIN_ELEMENTS, compare, quantize, quantize_weight
-from edgelstm.runtime import Model
+from edgelstm.runtime import Model, kernel_weights
 
 from .conftest import MODELS
 
@@ -167,9 +167,13 @@ def test_small_matrices_and_biases_are_stored_as_float16_under_int8():
 def test_weights_beyond_float16_range_stay_float32(scheme):
     graph = recurrent_graph("lstm", 32)
     graph.layer("cell").weights["bias"][0] = 1e6
+    graph.layer("cell").weights["recurrent_kernel"][0, 0] = 1e7  # an int8 scale of it would pass 65504
     quantized = quantize(graph, scheme)
     assert quantized.layer("cell").weights["bias"].dtype == np.float32
+    assert quantized.layer("cell").weights["recurrent_kernel"].dtype == np.float32
     assert quantized.layer("out").weights["bias"].dtype == np.float16
+    if scheme == "int8":
+        assert quantized.layer("cell").weights["kernel"].dtype == np.int8
 
 
 def test_int8_file_is_at_most_27_percent_of_float32_from_lstm_128(tmp_path):
@@ -220,7 +224,7 @@ def test_calibration_fixes_input_scales_and_keeps_accuracy():
     x = rng.normal(0, 1, (16, 50, 40)).astype(np.float32)
     quantized = quantize(graph, calibration=x)
     assert quantized.layer("cell").attrs["input_range"] == pytest.approx(np.abs(x).max(), rel=1e-6)
-    assert "input_range" not in quantized.layer("out").attrs  # its 64 x 3 kernel stays float32
+    assert "input_range" not in quantized.layer("out").attrs  # its 64 x 3 kernel stays float (float16)
     assert "input_range" in quantize(graph, calibration=x, min_elements=0).layer("out").attrs
     assert compare(graph, quantized, x, "x").relative_rmse <= 0.03
 
@@ -230,8 +234,9 @@ def test_files_with_a_12_bit_input_scale_read_as_an_input_range():
     attrs = graph.layer("cell").attrs
     top = attrs.pop("input_range")
     attrs["input_scale"] = top / 2047  # as files written before 8-bit rows held it
-    read = artifact.read(_unchecked_bytes(graph)).layer("cell").attrs
-    assert "input_scale" not in read and read["input_range"] == pytest.approx(top, rel=1e-12)
+    read = artifact.read(_unchecked_bytes(graph)).layer("cell")
+    assert "input_scale" not in read.attrs and read.attrs["input_range"] == pytest.approx(top, rel=1e-12)
+    assert kernel_weights(read, 0)["kernel"].input_scale == pytest.approx(np.float32(top) / 127, rel=1e-6)
 
 
 def test_constant_zero_calibration_leaves_scales_dynamic():

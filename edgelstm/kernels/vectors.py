@@ -8,19 +8,19 @@ vectoriser then widens (LSTM(128) update 0.29-0.35 -> 0.21 us a step on an Intel
 AVX-512 the marks change nothing: a 512-bit vector is two 256-bit ones.
 """
 
-import llvmlite.binding as llvm
 import numba
 from numba import types
+from numba.core import codegen
 from numba.extending import intrinsic
 
 
 def target_has(feature: str) -> bool:
     """Whether numba compiles for a CPU with `feature` (an LLVM name: "avx512f", "avx512vnni"): by
     NUMBA_CPU_FEATURES when set (NUMBA_CPU_NAME=generic, for a portable cache, sets none), else by
-    the host's features, as numba does."""
+    the host's features as numba takes them (NUMBA_ENABLE_AVX=0 turns the AVX ones off)."""
     features = numba.config.CPU_FEATURES
     if features is None:
-        return bool(llvm.get_host_cpu_features().get(feature, False))
+        features = codegen.get_host_cpu_features()
     return f"+{feature}" in features.split(",")
 
 

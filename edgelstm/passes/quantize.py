@@ -14,7 +14,8 @@ without it they are scaled per row at run time (LiteRT's dynamic range mode).
 
 ``float16``: every float weight is stored as float16 and computed in float32.
 
-A weight with values beyond float16's range (65504) stays float32 under either scheme.
+A weight with values beyond float16's range (65504; for an int8 matrix, 127 times that, where its
+scale would overflow) stays float32 under either scheme.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..ir import QUANTIZABLE, RECURRENT_KINDS, SCALE_SUFFIX, Graph, validate
 from ..kernels.quantized import QMAX, symmetric_scale
 
 SCHEMES = ("int8", "float16")
-MIN_ELEMENTS = 1024  # smaller matrices stay float32 under int8 (LiteRT's threshold too)
+MIN_ELEMENTS = 1024  # smaller matrices stay float (float16) under int8 (LiteRT's threshold too)
 WARN_RELATIVE_RMSE = 0.02
 VERIFY_ERROR_FACTOR = 4
 """A quantized model whose outputs differ from float32 by more than this relative RMSE gets a warning."""
@@ -37,6 +38,11 @@ VERIFY_ERROR_FACTOR = 4
 
 _FLOAT16_TINY = np.finfo(np.float16).smallest_subnormal
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _int8_scale_fits(w: np.ndarray) -> bool:
+    """Whether the int8 scales of `w` (up to max |w| / 127) fit float16."""
+    return bool(np.all(np.abs(w) <= QMAX * _FLOAT16_MAX))
 
 
 def float16_if_it_fits(w: np.ndarray) -> np.ndarray:
@@ -110,7 +116,8 @@ def quantize(graph: Graph, scheme: str = "int8", per_channel: bool = True, calib
         if scheme == "float16":
             weights = {name: float16_if_it_fits(w) for name, w in weights.items()}
         elif layer.kind in QUANTIZABLE:
-            matrices = [name for name in QUANTIZABLE[layer.kind] if weights[name].size >= min_elements]
+            matrices = [name for name in QUANTIZABLE[layer.kind]
+                        if weights[name].size >= min_elements and _int8_scale_fits(weights[name])]
             weights = {name: float16_if_it_fits(w) for name, w in weights.items()}
             for name in matrices:
                 weights[name], weights[name + SCALE_SUFFIX] = quantize_weight(layer.weights[name], layer.kind,
@@ -120,7 +127,8 @@ def quantize(graph: Graph, scheme: str = "int8", per_channel: bool = True, calib
         layers.append(dataclasses.replace(layer, weights=weights, attrs=attrs))
     metadata = dict(graph.metadata)
     metadata["quantization"] = {"scheme": scheme, "per_channel": per_channel if scheme == "int8" else None,
-                                "input_scales": ("static, from calibration data" if static else "per row, at run time")
+                                "input_scales": ("static, from calibration data"
+                                                 if any("input_range" in l.attrs for l in layers) else "per row, at run time")
                                 if scheme == "int8" else None}
     quantized = Graph(layers=layers, output=graph.output, metadata=metadata)
     validate(quantized)
