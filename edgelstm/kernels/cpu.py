@@ -208,18 +208,6 @@ def add_product(z, a, w, j0, j1):
 # int32 (int8.panel_product: vpdpbusd with VNNI, vpmaddwd elsewhere), then scaled back to float32
 # column by column.
 
-# NaN and the sign of zero may be ignored here (`predict` refuses NaN inputs; a NaN state is lost
-# anyway); LLVM still leaves this reduction scalar (vmaxss): a vector intrinsic is the next step.
-@njit(**dict(_jit, fastmath={"nnan", "nsz"}))
-def _largest_magnitude(row):
-    top = np.float32(0.0)
-    for k in range(row.shape[0]):
-        value = abs(row[k])
-        if value > top:
-            top = value
-    return top
-
-
 @njit(**_jit)
 def quantize_rows(a, input_scale, q, row_scale):
     """q[:, :K] = a [rows, K] as 8-bit values, row_scale[i] their scale: `input_scale`
@@ -228,7 +216,11 @@ def quantize_rows(a, input_scale, q, row_scale):
         row, out = a[i], q[i, :a.shape[1]]
         scale = np.float32(input_scale)
         if input_scale <= 0.0:
-            top = _largest_magnitude(row)
+            top = np.float32(0.0)
+            for k in range(row.shape[0]):
+                value = abs(row[k])
+                if value > top:
+                    top = value
             scale = top / np.float32(ROW_QMAX) if top > 0.0 else np.float32(1.0)
         row_scale[i] = scale
         inverse, qmax = np.float32(1.0) / scale, np.float32(ROW_QMAX)

@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .quantized import GROUP, PANEL, WEIGHT_BIAS
-from .vectors import keep_512_bit_vectors
+from .vectors import keep_512_bit_vectors, splat
 
 _LANES = 16  # int32 sums per vector: 512 bits
 _VECTORS = PANEL // _LANES
@@ -30,8 +30,7 @@ def _vnni_group(builder, sums, row, q_group):
     i32 = ir.IntType(32)
     lanes = ir.VectorType(i32, _LANES)
     dot = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(lanes, [lanes] * 3))
-    q_lanes = builder.shuffle_vector(builder.insert_element(ir.Constant(lanes, None), q_group, ir.Constant(i32, 0)),
-                                     ir.Constant(lanes, None), ir.Constant(lanes, [0] * _LANES))
+    q_lanes = splat(builder, q_group, _LANES)
     for v, slot in enumerate(sums):
         chunk = builder.bitcast(builder.gep(row, [ir.Constant(ir.IntType(64), v * GROUP * _LANES)]), lanes.as_pointer())
         builder.store(builder.call(dot, [builder.load(slot), builder.load(chunk, align=1), q_lanes]), slot)
@@ -39,12 +38,9 @@ def _vnni_group(builder, sums, row, q_group):
 
 def _pair_group(builder, sums, row, q_group):
     """sums[v] += the two-byte dot products of a group's weights (16 columns per vector) with q_group."""
-    i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+    i8, i32 = ir.IntType(8), ir.IntType(32)
     wide, narrow = ir.VectorType(i32, 2 * _LANES), ir.VectorType(i8, 2 * _LANES)
-    pairs = ir.VectorType(i16, _LANES)
-    q_pairs = builder.shuffle_vector(builder.insert_element(ir.Constant(pairs, None), q_group, ir.Constant(i32, 0)),
-                                     ir.Constant(pairs, None), ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-    q_wide = builder.sext(builder.bitcast(q_pairs, narrow), wide)
+    q_wide = builder.sext(builder.bitcast(splat(builder, q_group, _LANES), narrow), wide)
     even = ir.Constant(ir.VectorType(i32, _LANES), [2 * k for k in range(_LANES)])
     odd = ir.Constant(ir.VectorType(i32, _LANES), [2 * k + 1 for k in range(_LANES)])
     for v, slot in enumerate(sums):
@@ -80,9 +76,7 @@ def panel_product(typingctx, acc, q, q_sum, panels, panel):
         q_groups = builder.bitcast(q_array.data, group_type.as_pointer())  # a group's values as one integer
         bias = builder.mul(context.cast(builder, q_sum_arg, signature.args[2], types.int32),
                            ir.Constant(i32, -WEIGHT_BIAS))
-        start_sums = builder.shuffle_vector(builder.insert_element(ir.Constant(sums_type, None), bias,
-                                                                   ir.Constant(i32, 0)),
-                                            ir.Constant(sums_type, None), ir.Constant(sums_type, [0] * _LANES))
+        start_sums = splat(builder, bias, _LANES)
         sums = [cgutils.alloca_once_value(builder, ir.Constant(sums_type, None)) for _ in range(_VECTORS)]
         for slot in sums:
             builder.store(start_sums, slot)

@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import aligned
-from .vectors import keep_512_bit_vectors, target_has
+from .vectors import keep_512_bit_vectors, splat, target_has
 
 PANEL = 64  # columns per panel: four 512-bit vectors of float32 sums
 _LANES = 16
@@ -66,7 +66,7 @@ def _panel_product_of_rows(count: int):
             out_array, a_array, panels_array = (cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i])
                                                 for i in (0, 1, 3))
             first, panel_index, lo, hi = (context.cast(builder, args[i], signature.args[i], types.intp) for i in (2, 4, 5, 6))
-            f32, i8, i32, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            f32, i8, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(64)
             vector = ir.VectorType(f32, _LANES)
 
             def row_pointer(array, row):  # rows by their byte stride; the caller checked the columns are dense
@@ -89,9 +89,7 @@ def _panel_product_of_rows(count: int):
                                        align=4) for v in range(_VECTORS)]
                 for r in range(count):
                     scalar = builder.load(builder.gep(inputs[r], [loop.index]))
-                    spread = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(vector, None), scalar, ir.Constant(i32, 0)),
-                        ir.Constant(vector, None), ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+                    spread = splat(builder, scalar, _LANES)
                     for chunk, slot in zip(chunks, sums[r]):
                         product = builder.fmul(spread, chunk, flags=contract)
                         builder.store(builder.fadd(product, builder.load(slot), flags=contract), slot)

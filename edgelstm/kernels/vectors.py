@@ -9,6 +9,7 @@ AVX-512 the marks change nothing: a 512-bit vector is two 256-bit ones.
 """
 
 import numba
+from llvmlite import ir
 from numba import types
 from numba.core import codegen
 from numba.extending import intrinsic
@@ -22,6 +23,14 @@ def target_has(feature: str) -> bool:
     if features is None:
         features = codegen.get_host_cpu_features()
     return f"+{feature}" in features.split(",")
+
+
+def splat(builder, value, lanes: int):
+    """A vector of `lanes` copies of the scalar `value` (insert into lane 0, shuffle to all)."""
+    vector = ir.VectorType(value.type, lanes)
+    first = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                                                [0] * lanes))
 
 
 def keep_512_bit_vectors(builder) -> None:

@@ -73,7 +73,7 @@ def quantize_weight(w: np.ndarray, kind: str, per_channel: bool = True) -> tuple
 
 
 def is_quantized(graph: Graph) -> bool:
-    """Whether `graph` went through `quantize` (even one whose matrices all stayed float32) or holds
+    """Whether `graph` went through `quantize` (even one left without int8 matrices) or holds
     weights other than float32."""
     return ("quantization" in graph.metadata
             or any(w.dtype != np.float32 for layer in graph.layers for w in layer.weights.values()))
@@ -118,10 +118,9 @@ def quantize(graph: Graph, scheme: str = "int8", per_channel: bool = True, calib
         elif layer.kind in QUANTIZABLE:
             matrices = [name for name in QUANTIZABLE[layer.kind]
                         if weights[name].size >= min_elements and _int8_scale_fits(weights[name])]
-            weights = {name: float16_if_it_fits(w) for name, w in weights.items()}
+            weights = {name: w if name in matrices else float16_if_it_fits(w) for name, w in weights.items()}
             for name in matrices:
-                weights[name], weights[name + SCALE_SUFFIX] = quantize_weight(layer.weights[name], layer.kind,
-                                                                              per_channel)
+                weights[name], weights[name + SCALE_SUFFIX] = quantize_weight(weights[name], layer.kind, per_channel)
             if layer.name in static and weights["kernel"].dtype == np.int8:  # it fixes the input matrix's rows
                 attrs["input_range"] = static[layer.name]
         layers.append(dataclasses.replace(layer, weights=weights, attrs=attrs))
