@@ -107,7 +107,7 @@ def test_large_batches_through_sgemm_match_reference(kind, batch, threads, packe
        data=st.data())
 def test_packed_product_matches_numpy_over_any_columns(seed, rows, inputs, width, data):
     """Whole and partial panels, column ranges that start and end inside them (a GRU's gates),
-    rows under 8 (panels) and 8 or more (the row-major matrix)."""
+    rows under 8 (panels) and 8 or more (the row-major matrix); panels in either order, the same sums."""
     j0 = data.draw(st.integers(0, width - 1))
     j1 = data.draw(st.integers(j0 + 1, width))
     rng = np.random.default_rng(seed)
@@ -117,8 +117,11 @@ def test_packed_product_matches_numpy_over_any_columns(seed, rows, inputs, width
     matrix = PackedMatrix.from_matrix(w)
     assert matrix.panels.shape == (-(-width // packed.PANEL), inputs, packed.PANEL)
     np.testing.assert_array_equal(matrix.panels.transpose(1, 0, 2).reshape(inputs, -1)[:, :width], w)
-    cpu.add_packed_product(z, a, matrix, j0, j1)
+    backwards = z.copy()
+    cpu.add_packed_product(z, a, matrix, j0, j1, False)
     np.testing.assert_allclose(z, expected, **TOL)
+    cpu.add_packed_product(backwards, a, matrix, j0, j1, True)
+    np.testing.assert_array_equal(backwards, z)
 
 
 @numba.njit
@@ -152,7 +155,7 @@ for rows in (1, 5, 9):
     a, w, z = (rng.normal(0, 0.5, s).astype(np.float32) for s in ((rows, 40), (40, 150), (rows, 150)))
     expected = z.copy()
     expected[:, 20:140] += a @ w[:, 20:140]
-    cpu.add_packed_product(z, a, PackedMatrix.from_matrix(w), 20, 140)
+    cpu.add_packed_product(z, a, PackedMatrix.from_matrix(w), 20, 140, False)
     np.testing.assert_allclose(z, expected, atol=2e-5, rtol=1e-5)
 # int8: pairs of rows (vpmaddwd), not VNNI's groups of four; integer sums exact
 from edgelstm.kernels import quantized
@@ -161,7 +164,7 @@ values = rng.integers(-127, 128, (67, 130)).astype(np.int8)
 matrix = quantized.QuantizedMatrix.from_values(values, np.full(130, 0.01, np.float32))
 a, z = rng.normal(0, 1, (3, 67)).astype(np.float32), np.zeros((3, 130), np.float32)
 scratch = (np.full((3, 68), 5, np.int8), np.empty((3, 192), np.int32), np.empty(3, np.float32))
-cpu.add_quantized_product(z, a, matrix, scratch, 0, 130)
+cpu.add_quantized_product(z, a, matrix, scratch, 0, 130, False)
 q, _ = quantized.quantize_rows(a)
 np.testing.assert_array_equal(scratch[1][:, :130], q.astype(np.int64) @ values.astype(np.int64))
 """

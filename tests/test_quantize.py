@@ -97,8 +97,10 @@ def test_packed_panels_hold_biased_weights_group_by_group():
     np.testing.assert_array_equal(QuantizedMatrix.from_values(values, np.ones(70, np.float32)).values, values)
 
 
-@pytest.mark.parametrize("rows, inputs, width", [(1, 37, 20), (3, 128, 64), (6, 33, 9), (2, 512, 2048)])
-def test_int8_product_integer_part_is_exact(rows, inputs, width):
+@pytest.mark.parametrize("rows, inputs, width, backwards",
+                         [(1, 37, 20, False), (3, 128, 64, True), (6, 33, 9, False), (2, 512, 2048, False),
+                          (2, 512, 2048, True)])
+def test_int8_product_integer_part_is_exact(rows, inputs, width, backwards):
     a = rng.normal(0, 1, (rows, inputs)).astype(np.float32)
     values, scale = quantize_weight(rng.normal(0, 0.2, (inputs, width)).astype(np.float32), "dense")
     matrix = QuantizedMatrix.from_values(values, scale.astype(np.float32))
@@ -110,7 +112,7 @@ def test_int8_product_integer_part_is_exact(rows, inputs, width):
                np.empty(rows, np.float32))
     typical = max(rows - 1, 1)
     a[typical:, :3] = 40.0  # a row of outliers (when there are two rows or more): its other values round to few steps
-    cpu.add_quantized_product(z, a, matrix, scratch, 0, width)
+    cpu.add_quantized_product(z, a, matrix, scratch, 0, width, backwards)
     q, row_scale = quantize_rows(a)
     np.testing.assert_array_equal(scratch[1][:, :width], q.astype(np.int64) @ values.astype(np.int64))  # int32 sums
     np.testing.assert_allclose(z, a @ matrix, rtol=1e-6, atol=1e-6)  # numpy's quantized product

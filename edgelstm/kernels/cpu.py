@@ -229,9 +229,16 @@ def quantize_rows(a, input_scale, q, row_scale):
 
 
 @njit(**_jit)
-def add_quantized_product(z, a, w, scratch, j0, j1):
+def _panel_at(first, end, n, backwards):
+    """The n-th of the panels first..end-1, counted from the last when `backwards`."""
+    return end - 1 - n if backwards else first + n
+
+
+@njit(**_jit)
+def add_quantized_product(z, a, w, scratch, j0, j1, backwards):
     """z[:, j0:j1] += a @ w[:, j0:j1] for a QuantizedMatrix w; scratch from `_scratch`. The int32
-    sums of the panels that columns j0..j1 touch land in scratch[1][:, panel columns]."""
+    sums of the panels that columns j0..j1 touch land in scratch[1][:, panel columns]; `backwards`:
+    the panels in reverse order (as `add_packed_product`)."""
     q, acc, row_scale = _borrowed(scratch[0]), _borrowed(scratch[1]), _borrowed(scratch[2])
     quantize_rows(a, w.input_scale, q, row_scale)
     scale = w.scale
@@ -240,7 +247,9 @@ def add_quantized_product(z, a, w, scratch, j0, j1):
         q_sum = 0
         for k in range(a.shape[1]):
             q_sum += q_row[k]
-        for panel in range(j0 // PANEL, (j1 + PANEL - 1) // PANEL):
+        first, end = j0 // PANEL, -(-j1 // PANEL)
+        for n in range(end - first):
+            panel = _panel_at(first, end, n, backwards)
             panel_product(total[panel * PANEL:], q_row, np.int32(q_sum), w.panels, panel)
         row, s = z[i, j0:j1], row_scale[i]
         sums, column_scale = total[j0:j1], scale[j0:j1]
@@ -255,15 +264,21 @@ _PACKED_MAX_ROWS = 1 << 62 if packed.ROWS_PER_PASS == 4 else _BLAS_ROWS
 
 
 @njit(**_jit)
-def add_packed_product(z, a, w, j0, j1):
+def add_packed_product(z, a, w, j0, j1, backwards):
     """z[:, j0:j1] += a @ w[:, j0:j1] for a PackedMatrix w: panel by panel (each panel read front to
     back, its sums in registers, `packed.ROWS_PER_PASS` rows sharing each load) under
-    `_PACKED_MAX_ROWS` rows, else `add_product` on its row-major matrix."""
+    `_PACKED_MAX_ROWS` rows, else `add_product` on its row-major matrix.
+
+    A time loop alternates `backwards` (the panels last to first) step by step: a step then starts
+    on the panels the previous one read last, still in cache. The sums are the same either way
+    (each panel holds its own columns)."""
     rows = a.shape[0]
     if rows >= _PACKED_MAX_ROWS or a.strides[1] != 4 or z.strides[1] != 4:
         add_product(z, a, w.matrix, j0, j1)
         return
-    for panel in range(j0 // packed.PANEL, -(-j1 // packed.PANEL)):
+    first_panel, end_panel = j0 // packed.PANEL, -(-j1 // packed.PANEL)
+    for n in range(end_panel - first_panel):
+        panel = _panel_at(first_panel, end_panel, n, backwards)
         start = panel * packed.PANEL
         lo, hi = max(j0 - start, 0), min(j1 - start, packed.PANEL)
         first = 0
@@ -275,9 +290,9 @@ def add_packed_product(z, a, w, j0, j1):
             packed.panel_product_1(z, a, first, w.panels, panel, lo, hi)
 
 
-def _product(z, a, w, scratch, j0, j1):
+def _product(z, a, w, scratch, j0, j1, backwards):
     """z[:, j0:j1] += a @ w[:, j0:j1] for float32 weights, a PackedMatrix or a QuantizedMatrix (numba
-    picks by type)."""
+    picks by type); `backwards` as in `add_packed_product` (row-major weights ignore it)."""
 
 
 def _scratch(w, other, rows, inputs, width):
@@ -285,12 +300,12 @@ def _scratch(w, other, rows, inputs, width):
 
 
 @overload(_product, jit_options=_jit)
-def _product_by_type(z, a, w, scratch, j0, j1):
+def _product_by_type(z, a, w, scratch, j0, j1, backwards):
     if isinstance(w, types.Array):
-        return lambda z, a, w, scratch, j0, j1: add_product(z, a, w, j0, j1)
+        return lambda z, a, w, scratch, j0, j1, backwards: add_product(z, a, w, j0, j1)
     if _is_packed(w):
-        return lambda z, a, w, scratch, j0, j1: add_packed_product(z, a, w, j0, j1)
-    return lambda z, a, w, scratch, j0, j1: add_quantized_product(z, a, w, scratch, j0, j1)
+        return lambda z, a, w, scratch, j0, j1, backwards: add_packed_product(z, a, w, j0, j1, backwards)
+    return lambda z, a, w, scratch, j0, j1, backwards: add_quantized_product(z, a, w, scratch, j0, j1, backwards)
 
 
 @overload(_scratch, jit_options=_jit)
@@ -319,7 +334,7 @@ def _dense_into(x, kernel, bias, act, out, scratch):
     x, kernel, bias, out = _borrowed(x), _borrowed(kernel), _borrowed(bias), _borrowed(out)
     for n in range(x.shape[0]):
         _copy(out[n], bias)
-    _product(out, x, kernel, scratch, 0, out.shape[1])
+    _product(out, x, kernel, scratch, 0, out.shape[1], False)
     for n in range(x.shape[0]):
         _activate_row(out[n], act)
 
@@ -433,9 +448,10 @@ def _gru_update(xz, hz, h, act, rec_act, reset_after):
 
 @njit(**_jit)
 def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-               peephole, out_act, clip, input_forget, h, c, xz, hz, rh, scratch):
+               peephole, out_act, clip, input_forget, h, c, xz, hz, rh, scratch, backwards):
     """One step of a cell for rows x_t [rows, I] with states h [rows, units] (and an LSTM's c),
     updated in place where `live` [rows] is true (a masked row keeps its state, by Keras's rule).
+    The caller flips `backwards` (the order of the weight panels) from step to step.
 
     The gate sums are one matrix product for all rows (bias + x_t @ kernel + h @ recurrent_kernel);
     xz [rows, gates * units] and, for a GRU, hz (the same shape) and rh ([rows, units] unless
@@ -447,11 +463,11 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
     rows, units, width = x_t.shape[0], h.shape[1], bias.shape[0]
     for i in range(rows):
         _copy(xz[i], bias)
-    _product(xz, x_t, kernel, scratch, 0, width)
+    _product(xz, x_t, kernel, scratch, 0, width, backwards)
     if cell == _GRU:
         for i in range(rows):
             _copy(hz[i], recurrent_bias)
-        _product(hz, h, recurrent_kernel, scratch, 0, width if reset_after else 2 * units)
+        _product(hz, h, recurrent_kernel, scratch, 0, width if reset_after else 2 * units, backwards)
         if not reset_after:  # the candidate's recurrent product sees r * h
             for i in range(rows):  # in place: `a[i, :] = b + c` would allocate b + c per row and step
                 r_i, x_r, h_r = rh[i], xz[i, units:2 * units], hz[i, units:2 * units]
@@ -460,9 +476,9 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
                 _activate(rec_act, r_i, 0, units)
                 for j in range(units):
                     r_i[j] *= h[i, j]
-            _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units)
+            _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units, backwards)
     else:
-        _product(xz, h, recurrent_kernel, scratch, 0, width)
+        _product(xz, h, recurrent_kernel, scratch, 0, width, backwards)
     plain = peephole.shape[0] == 0 and clip <= 0.0 and not input_forget
     for i in range(rows):
         if not live[i]:
@@ -496,7 +512,7 @@ def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurr
         t = steps - 1 - s if go_backwards else s
         live = mask[lo:hi, t]
         _cell_step(cell, x[lo:hi, t], live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
-                   reset_after, peephole, out_act, clip, input_forget, hb, cb, xz, hz, rh, scratch)
+                   reset_after, peephole, out_act, clip, input_forget, hb, cb, xz, hz, rh, scratch, s % 2 == 1)
         if return_sequences:
             for i in range(rows):
                 if live[i] or not zero_output_for_mask:
@@ -560,7 +576,7 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 
 (_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_MASKING, _OP_COMBINE_MASKS,
  _OP_CAUSAL_CONV, _OP_RECURRENT) = range(10)
-_OP_FIELDS = 34
+_OP_FIELDS = 35
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
 STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches run layer by layer: threads (and sgemm) pay off
@@ -633,7 +649,8 @@ def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
                h, _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
                _matrix(addresses, p[14], batch, width),
                _matrix(addresses, p[15], batch, width if gru else 0),
-               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch)
+               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch, p[34] != 0)
+    p[34] ^= 1  # the panel order of the next step
     if p[1] != p[32]:  # zero_output_for_mask: a masked row's output is zeros, its state stays
         out = _matrix(addresses, p[1], batch, units)
         for i in range(batch):
@@ -1038,7 +1055,7 @@ class StepProgram:
                   *kernel[1:], *recurrent[1:], *self._scratch_fields(int8, max(inputs, units), width)]
         dst = self._hold(np.zeros_like(h)) if zero_masked else state
         live = _ALL_ROWS if mask is None else self._source(mask, None, np.bool_)
-        self._append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live]))
+        self._append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live, 0]))
         return dst
 
     def finish(self, output: int) -> None:
