@@ -7,6 +7,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from edgelstm.kernels import activations, blas, cpu, packed, reference
 from edgelstm.kernels.packed import PackedMatrix
+from edgelstm.kernels.vectors import largest_magnitude
 
 CODES = list(activations.CODES.values())
 GATE_CODES = [c for name, c in activations.CODES.items() if "softmax" not in name]
@@ -144,6 +145,35 @@ def test_the_four_row_panel_product_matches_numpy_on_any_cpu(inputs, width, j0, 
     _four_rows_at_a_time(z, a, PackedMatrix.from_matrix(w), j0, j1)
     np.testing.assert_allclose(z, expected, **TOL)
 
+
+
+@numba.njit
+def _largest_magnitudes(a):
+    """largest_magnitude of each row of a, and of each column (a strided view)."""
+    rows = np.empty(a.shape[0], np.float32)
+    cols = np.empty(a.shape[1], np.float32)
+    for i in range(a.shape[0]):
+        rows[i] = largest_magnitude(a[i])
+    for j in range(a.shape[1]):
+        cols[j] = largest_magnitude(a[:, j])
+    return rows, cols
+
+
+@examples
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 5), cols=st.integers(0, 300))
+def test_largest_magnitude_matches_numpy(seed, rows, cols):
+    a = arrays(np.random.default_rng(seed), rows, cols) * 100
+    got_rows, got_cols = _largest_magnitudes(a)
+    np.testing.assert_array_equal(got_rows, np.abs(a).max(axis=1, initial=0))
+    np.testing.assert_array_equal(got_cols, np.abs(a).max(axis=0, initial=0))
+
+
+def test_largest_magnitude_of_special_values():
+    a = np.array([[-0.0, 0.0, 0.0], [1.0, -np.inf, 2.0], [1.0, np.nan, 3.0], [-1e-40, 1e-41, 0.0]], np.float32)
+    got, _ = _largest_magnitudes(a)
+    assert got[0] == 0.0 and not np.signbit(got[0])
+    assert got[1] == np.inf and np.isnan(got[2])
+    assert got[3] == np.float32(1e-40)  # subnormals order as their bits do
 
 _WITHOUT_AVX512 = """
 import numpy as np

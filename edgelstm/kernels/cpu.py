@@ -21,7 +21,7 @@ from . import packed
 from .int8 import panel_product
 from .packed import PackedMatrix
 from .quantized import GROUP, PANEL, ROW_QMAX, QuantizedMatrix
-from .vectors import wide_vectors
+from .vectors import largest_magnitude, wide_vectors
 from .reference import (MERGE_AVERAGE, MERGE_MULTIPLY, ON_DEVICE, assign, combine_masks, concatenate, empty,
                         nonzero, repeat, reverse, shift_in, take_step, to_host)
 
@@ -216,11 +216,7 @@ def quantize_rows(a, input_scale, q, row_scale):
         row, out = a[i], q[i, :a.shape[1]]
         scale = np.float32(input_scale)
         if input_scale <= 0.0:
-            top = np.float32(0.0)
-            for k in range(row.shape[0]):
-                value = abs(row[k])
-                if value > top:
-                    top = value
+            top = largest_magnitude(row)
             scale = top / np.float32(ROW_QMAX) if top > 0.0 else np.float32(1.0)
         row_scale[i] = scale
         inverse, qmax = np.float32(1.0) / scale, np.float32(ROW_QMAX)

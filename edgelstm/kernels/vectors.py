@@ -11,7 +11,7 @@ AVX-512 the marks change nothing: a 512-bit vector is two 256-bit ones.
 import numba
 from llvmlite import ir
 from numba import types
-from numba.core import codegen
+from numba.core import cgutils, codegen
 from numba.extending import intrinsic
 
 
@@ -46,3 +46,39 @@ def wide_vectors(typingctx):
         keep_512_bit_vectors(builder)
         return context.get_dummy_value()
     return types.void(), codegen
+
+
+@intrinsic
+def largest_magnitude(typingctx, row):
+    """max |row[k]| of a float32 vector, 0 for an empty one, NaN when any value is NaN.
+
+    Compared as integers (a float's magnitude bits order as its magnitude) the loop vectorises;
+    as floats LLVM keeps it scalar, one `vmaxss` after another (512 values 0.48 -> 0.07 us).
+    """
+    if not (isinstance(row, types.Array) and row.ndim == 1 and row.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=args[0])
+        i32 = ir.IntType(32)
+        length = builder.extract_value(array.shape, 0)
+        stride = builder.extract_value(array.strides, 0)
+        top = cgutils.alloca_once_value(builder, ir.Constant(i32, 0))
+
+        def fold_in(address):
+            magnitude = builder.and_(builder.load(address), ir.Constant(i32, 0x7FFFFFFF))
+            larger = builder.icmp_signed(">", magnitude, builder.load(top))
+            builder.store(builder.select(larger, magnitude, builder.load(top)), top)
+
+        with builder.if_else(builder.icmp_signed("==", stride, ir.Constant(stride.type, 4))) as (dense, strided):
+            with dense:  # the common case, as its own loop: LLVM vectorises only this one
+                values = builder.bitcast(array.data, i32.as_pointer())
+                with cgutils.for_range(builder, length) as loop:
+                    fold_in(builder.gep(values, [loop.index]))
+            with strided:
+                start = builder.bitcast(array.data, ir.IntType(8).as_pointer())
+                with cgutils.for_range(builder, length) as loop:
+                    fold_in(builder.bitcast(builder.gep(start, [builder.mul(loop.index, stride)]), i32.as_pointer()))
+        return builder.bitcast(builder.load(top), ir.FloatType())
+
+    return types.float32(row), codegen
