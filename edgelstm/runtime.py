@@ -227,10 +227,12 @@ def kernel_weights(layer: Layer, int8_min_rows: int = _INT8_MIN_ROWS) -> dict[st
 
 
 def _pack_recurrent(layer: Layer, w: dict) -> dict:
-    """`kernel_weights` w with a recurrent layer's float32 recurrent matrix packed into panels as
-    well (`PackedMatrix`), as the CPU kernels read it."""
-    if layer.kind in RECURRENT_KINDS and isinstance(w["recurrent_kernel"], np.ndarray):
-        w["recurrent_kernel"] = PackedMatrix.from_matrix(w["recurrent_kernel"])
+    """`kernel_weights` w with a recurrent layer's float32 matrices packed into panels as well
+    (`PackedMatrix`), as the CPU kernels read them."""
+    if layer.kind in RECURRENT_KINDS:
+        for name in ("kernel", "recurrent_kernel"):
+            if isinstance(w[name], np.ndarray):
+                w[name] = PackedMatrix.from_matrix(w[name])
     return w
 
 

@@ -738,13 +738,13 @@ def _run_program(program, addresses, batch, first, end):
                     _merge_in(flat, _vector(addresses, p[6 + 2 * k], batch * p[3]), code)
                 if code == MERGE_AVERAGE:
                     flat /= count
-        else:  # recurrent: float32 (the recurrent one packed) or int8 matrices, each combination its own call
+        else:  # recurrent: float32 (packed) or int8 matrices, each combination its own call
             inputs, units, width = p[4], p[5], p[6]
             if p[23] < 0 and p[25] < 0:
-                _recurrent_op(p, addresses, batch, _matrix(addresses, p[7], inputs, width),
+                _recurrent_op(p, addresses, batch, _packed_matrix(addresses, p, 7, 24, inputs, width),
                               _packed_matrix(addresses, p, 8, 26, units, width))
             elif p[23] < 0:
-                _recurrent_op(p, addresses, batch, _matrix(addresses, p[7], inputs, width),
+                _recurrent_op(p, addresses, batch, _packed_matrix(addresses, p, 7, 24, inputs, width),
                               _int8_matrix(addresses, p, 8, 25, units, width))
             elif p[25] < 0:
                 _recurrent_op(p, addresses, batch, _int8_matrix(addresses, p, 7, 23, inputs, width),
@@ -1027,7 +1027,7 @@ class StepProgram:
                   clip: float, h: np.ndarray, c: np.ndarray | None, mask: int | None = None,
                   zero_masked: bool = False) -> int:
         """A forward LSTM, GRU or simple RNN step; w: its `kernel_weights` (float32 arrays, the
-        matrices possibly QuantizedMatrix, the recurrent one possibly PackedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
+        matrices possibly QuantizedMatrix or PackedMatrix), acts: (act, rec_act, out_act) codes, h and c: the
         stream's state arrays, updated in place where `mask` (None: every row) is true. The op's
         output is h itself, unless `zero_masked`: then zeros for masked rows."""
         code, (inputs, width), units = _CELLS[cell], w["kernel"].shape, h.shape[-1]
@@ -1038,7 +1038,7 @@ class StepProgram:
         peephole = w.get("peephole", np.zeros(0, np.float32))
         if peephole.shape[0] not in (0, 3 * units):
             raise ValueError(f"a peephole of {peephole.shape[0]} values for {units} units")
-        kernel = self._product_matrix(w["kernel"], inputs, width)
+        kernel = self._product_matrix(w["kernel"], inputs, width, packed_too=True)
         recurrent = self._product_matrix(w["recurrent_kernel"], units, width, packed_too=True)
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]

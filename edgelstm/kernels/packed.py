@@ -41,6 +41,10 @@ class PackedMatrix(NamedTuple):
     matrix: np.ndarray
     panels: np.ndarray
 
+    @property
+    def shape(self) -> tuple:
+        return self.matrix.shape
+
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> "PackedMatrix":
         matrix = np.ascontiguousarray(matrix, np.float32)
