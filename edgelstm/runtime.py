@@ -564,7 +564,8 @@ class Model:
 
     def _run_steps(self, program: cpu.StepProgram, own: _Workspace, x: np.ndarray) -> np.ndarray:
         own.reset_states()
-        out, bad = program.run_sequence(x, self._every_step)
+        with _parallel_guard() if program.splits_columns else contextlib.nullcontext():
+            out, bad = program.run_sequence(x, self._every_step)
         if bad >= 0:  # a token id out of range: nothing ran
             self._check_ids(x)  # names it
             raise InputError("a token id is outside the range of the model's embeddings")
@@ -708,7 +709,12 @@ class Stream:
             refuse_non_finite(x)
         if self._program is None:
             return self.model._run(x[:, None], self._ws)[:, 0]
-        if self._program.run(x) >= 0:  # a token id out of range: nothing ran
+        if self._program.splits_columns:
+            with _parallel_guard():
+                status = self._program.run(x)
+        else:
+            status = self._program.run(x)
+        if status >= 0:  # a token id out of range: nothing ran
             self.model._check_ids(x)  # names it
             raise InputError("a token id is outside the range of the model's embeddings")
         return self._program.output.copy()

@@ -175,6 +175,25 @@ def test_largest_magnitude_of_special_values():
     assert got[1] == np.inf and np.isnan(got[2])
     assert got[3] == np.float32(1e-40)  # subnormals order as their bits do
 
+
+@numba.njit
+def _split_product(address, z, a, w, j0, j1, backwards, parts):
+    cpu._call_split(address, z, a, w, j0, j1, backwards, parts)
+
+
+@pytest.mark.parametrize("rows, parts, j0, j1", [(1, 2, 0, 1024), (3, 3, 70, 1000), (7, 2, 512, 768), (2, 5, 0, 130)])
+def test_a_product_split_over_threads_matches_the_serial_one(rows, parts, j0, j1):
+    """`_split_packed_product` (reached by address) for column ranges inside panels, more parts
+    than threads and input rows apart in memory: the serial product's sums exactly."""
+    rng = np.random.default_rng(rows)
+    w = PackedMatrix.from_matrix(arrays(rng, 40, 1024))
+    a = arrays(rng, rows, 3, 40)[:, 1]  # rows 120 floats apart
+    z = arrays(rng, rows, 1024)
+    serial = z.copy()
+    cpu.add_packed_product(serial, a, w, j0, j1, False)
+    _split_product(cpu._split_packed_product.address, z, a, w, j0, j1, True, parts)
+    np.testing.assert_array_equal(z, serial)
+
 _WITHOUT_AVX512 = """
 import numpy as np
 from edgelstm.kernels import cpu, packed

@@ -4,6 +4,7 @@ the same state as `step_many` and `reset`, and the layer path wherever it has no
 import copy
 import threading
 
+import numba
 import numpy as np
 import pytest
 
@@ -468,3 +469,32 @@ def test_a_whole_sequence_of_another_shape_is_refused_by_the_program():
         program.run_sequence(np.zeros((2, 0, 5), np.float32), every_step=True)
     out, status = program.run_sequence(np.ones((2, 3, 5), np.float32), every_step=True)
     assert status == -1 and out.shape == (2, 3, 3) and np.all(out == 5.0)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+@pytest.mark.parametrize("kind, reset_after", [("lstm", False), ("gru", True), ("gru", False)])
+def test_products_split_over_threads_change_no_output(kind, reset_after):
+    """A large matrix (300 units: over 1 MiB, partial panels) at batch 1 splits its columns over the
+    threads: the same outputs as one thread, whole sequences (stepped and layer by layer), streams."""
+    graph = recurrent_graph(kind, units=300, features=5, steps=None)
+    if kind == "gru":
+        graph.layers[1].attrs["reset_after"] = reset_after
+    model = edgelstm.Model(graph, "cpu")
+    short, long = (np.random.default_rng(steps).normal(0, 1, (1, steps, 5)).astype(np.float32)
+                   for steps in (7, runtime._STEPPED_MAX_STEPS + 3))
+
+    def outputs():
+        stream = model.stream()
+        return [model.predict(short), model.predict(long), np.stack([stream.step(short[:, t]) for t in range(7)])]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        alone = outputs()
+        numba.set_num_threads(2)
+        assert model.stream()._program.splits_columns
+        split = outputs()
+    finally:
+        numba.set_num_threads(before)
+    for got, want in zip(split, alone):
+        np.testing.assert_array_equal(got, want)

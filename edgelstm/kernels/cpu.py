@@ -11,7 +11,8 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange, types
+from llvmlite import ir
+from numba import cfunc, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
@@ -304,6 +305,104 @@ def _product_by_type(z, a, w, scratch, j0, j1, backwards):
     return lambda z, a, w, scratch, j0, j1, backwards: add_quantized_product(z, a, w, scratch, j0, j1, backwards)
 
 
+# A batch of under 8 rows runs on one thread; a large matrix (from 1 MiB: hidden 256 and up) is
+# then split by columns instead, over the caller's numba threads. Each thread keeps its share of
+# the panels, which stays in its own core's cache from step to step: LSTM(512)'s 4 MiB recurrent
+# product at batch 1 89 -> 22 us on 2 cores (Intel Xeon, 2 MiB L2 each). A launch costs about
+# 4 us, more than a whole step at hidden 128.
+#
+# The time loops reach the parallel code through its address, passed in at run time (0: never
+# split): a compiled function that calls parallel code directly cannot be cached, and every
+# kernel that steps a cell would then compile again in each process.
+_SPLIT_MIN_BYTES = 1 << 20
+_p32 = types.CPointer(types.float32)
+
+
+@cfunc(types.void(_p32, types.intp, _p32, types.intp, types.intp, _p32, _p32, types.intp, types.intp, types.intp,
+                  types.intp, types.boolean, types.intp), parallel=True, **_jit)
+def _split_packed_product(z, z_stride, a, a_stride, rows, matrix, panels, inputs, width, j0, j1, backwards, parts):
+    """`add_packed_product` for z [rows, width] (rows `z_stride` floats apart) += a [rows, inputs]
+    (rows `a_stride` apart) @ the PackedMatrix (matrix, panels), its panels of columns j0..j1
+    shared out over `parts` threads."""
+    z_rows = numba.carray(z, (rows, z_stride))[:, :width]
+    a_rows = numba.carray(a, (rows, a_stride))[:, :inputs]
+    w = PackedMatrix(numba.carray(matrix, (inputs, width)),
+                     numba.carray(panels, (-(-width // packed.PANEL), inputs, packed.PANEL)))
+    first, end = j0 // packed.PANEL, -(-j1 // packed.PANEL)
+    for part in prange(parts):
+        lo = max(j0, (first + (end - first) * part // parts) * packed.PANEL)
+        hi = min(j1, (first + (end - first) * (part + 1) // parts) * packed.PANEL)
+        if lo < hi:
+            add_packed_product(z_rows, a_rows, w, lo, hi, backwards)
+
+
+def split_address(matrices: list, rows: int) -> int:
+    """The address of `_split_packed_product` when one of `matrices` is a float32 matrix large
+    enough to split by columns and `rows` are few; else 0."""
+    if rows < _BLAS_ROWS and any(isinstance(w, (np.ndarray, PackedMatrix)) and _splits(w.shape[0] * w.shape[1])
+                                 for w in matrices):
+        return _split_packed_product.address
+    return 0
+
+
+_NO_SPLIT = (0, 1)
+
+
+def column_split(matrices: list, rows: int) -> tuple[int, int]:
+    """What `_step_product` takes to split a step's products by `matrices` over the calling
+    thread's numba threads: (`split_address`, thread count), or _NO_SPLIT. (Read here: numba's
+    thread count read inside compiled code would keep that code out of the cache.)"""
+    address = split_address(matrices, rows)
+    threads = numba.get_num_threads() if address else 1
+    return (address, threads) if threads > 1 else _NO_SPLIT
+
+
+@njit(**_jit)
+def _splits(size):
+    """Whether a float32 matrix of `size` values is large enough to split by columns."""
+    return size * 4 >= _SPLIT_MIN_BYTES
+
+
+@intrinsic
+def _call_split(typingctx, address, z, a, w, j0, j1, backwards, parts):
+    """Call `_split_packed_product` at `address` for z += a @ w (arrays with dense rows, w a PackedMatrix)."""
+    def codegen(context, builder, signature, args):
+        z_array, a_array = (cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]) for i in (1, 2))
+        matrix_type, panels_type = signature.args[3].types
+        matrix = cgutils.create_struct_proxy(matrix_type)(context, builder, value=builder.extract_value(args[3], 0))
+        panels = cgutils.create_struct_proxy(panels_type)(context, builder, value=builder.extract_value(args[3], 1))
+        four = ir.Constant(ir.IntType(64), 4)
+        intp = [context.cast(builder, args[i], signature.args[i], types.intp) for i in (4, 5, 7)]
+        values = [z_array.data, builder.sdiv(builder.extract_value(z_array.strides, 0), four),
+                  a_array.data, builder.sdiv(builder.extract_value(a_array.strides, 0), four),
+                  builder.extract_value(z_array.shape, 0), matrix.data, panels.data,
+                  builder.extract_value(matrix.shape, 0), builder.extract_value(matrix.shape, 1),
+                  intp[0], intp[1], context.cast(builder, args[6], signature.args[6], types.boolean), intp[2]]
+        function = ir.FunctionType(ir.VoidType(), [v.type for v in values])
+        builder.call(builder.inttoptr(args[0], function.as_pointer()), values)
+        return context.get_dummy_value()
+    return types.void(address, z, a, w, j0, j1, backwards, parts), codegen
+
+
+def _step_product(z, a, w, scratch, j0, j1, backwards, split):
+    """`_product` in a cell's step; `split`: (address, threads) from `column_split` shares a large
+    matrix's columns out over threads ((0, 1) inside parallel regions: numba nests none)."""
+
+
+@overload(_step_product, jit_options=_jit)
+def _step_product_by_type(z, a, w, scratch, j0, j1, backwards, split):
+    if not _is_packed(w):
+        return lambda z, a, w, scratch, j0, j1, backwards, split: _product(z, a, w, scratch, j0, j1, backwards)
+
+    def product(z, a, w, scratch, j0, j1, backwards, split):
+        address, parts = split
+        if address != 0 and parts > 1 and _splits(w.matrix.size) and a.strides[1] == 4 and z.strides[1] == 4:
+            _call_split(address, z, a, w, j0, j1, backwards, parts)
+        else:
+            add_packed_product(z, a, w, j0, j1, backwards)
+    return product
+
+
 @overload(_scratch, jit_options=_jit)
 def _scratch_by_type(w, other, rows, inputs, width):
     if all(isinstance(t, types.Array) or _is_packed(t) for t in (w, other)):
@@ -444,10 +543,11 @@ def _gru_update(xz, hz, h, act, rec_act, reset_after):
 
 @njit(**_jit)
 def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
-               peephole, out_act, clip, input_forget, h, c, xz, hz, rh, scratch, backwards):
+               peephole, out_act, clip, input_forget, h, c, xz, hz, rh, scratch, backwards, split):
     """One step of a cell for rows x_t [rows, I] with states h [rows, units] (and an LSTM's c),
     updated in place where `live` [rows] is true (a masked row keeps its state, by Keras's rule).
-    The caller flips `backwards` (the order of the weight panels) from step to step.
+    The caller flips `backwards` (the order of the weight panels) from step to step; `split`: see
+    `_step_product`.
 
     The gate sums are one matrix product for all rows (bias + x_t @ kernel + h @ recurrent_kernel);
     xz [rows, gates * units] and, for a GRU, hz (the same shape) and rh ([rows, units] unless
@@ -459,11 +559,11 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
     rows, units, width = x_t.shape[0], h.shape[1], bias.shape[0]
     for i in range(rows):
         _copy(xz[i], bias)
-    _product(xz, x_t, kernel, scratch, 0, width, backwards)
+    _step_product(xz, x_t, kernel, scratch, 0, width, backwards, split)
     if cell == _GRU:
         for i in range(rows):
             _copy(hz[i], recurrent_bias)
-        _product(hz, h, recurrent_kernel, scratch, 0, width if reset_after else 2 * units, backwards)
+        _step_product(hz, h, recurrent_kernel, scratch, 0, width if reset_after else 2 * units, backwards, split)
         if not reset_after:  # the candidate's recurrent product sees r * h
             for i in range(rows):  # in place: `a[i, :] = b + c` would allocate b + c per row and step
                 r_i, x_r, h_r = rh[i], xz[i, units:2 * units], hz[i, units:2 * units]
@@ -472,9 +572,9 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
                 _activate(rec_act, r_i, 0, units)
                 for j in range(units):
                     r_i[j] *= h[i, j]
-            _product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units, backwards)
+            _step_product(hz, rh, recurrent_kernel, scratch, 2 * units, 3 * units, backwards, split)
     else:
-        _product(xz, h, recurrent_kernel, scratch, 0, width, backwards)
+        _step_product(xz, h, recurrent_kernel, scratch, 0, width, backwards, split)
     plain = peephole.shape[0] == 0 and clip <= 0.0 and not input_forget
     for i in range(rows):
         if not live[i]:
@@ -493,8 +593,9 @@ def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, 
 @njit(**_jit)
 def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
                    reset_after, peephole, out_act, clip, input_forget, go_backwards, return_sequences,
-                   zero_output_for_mask, h, c, out):
-    """Run a cell over the sequences lo..hi of x [B, T, I], all rows together step by step."""
+                   zero_output_for_mask, h, c, out, split):
+    """Run a cell over the sequences lo..hi of x [B, T, I], all rows together step by step
+    (`split`: as in `_cell_step`)."""
     x, mask, h, c, out = _borrowed(x), _borrowed(mask), _borrowed(h), _borrowed(c), _borrowed(out)
     steps, rows, units = x.shape[1], hi - lo, h.shape[1]
     width = bias.shape[0]
@@ -508,7 +609,8 @@ def _sequence_rows(cell, lo, hi, x, mask, kernel, recurrent_kernel, bias, recurr
         t = steps - 1 - s if go_backwards else s
         live = mask[lo:hi, t]
         _cell_step(cell, x[lo:hi, t], live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act,
-                   reset_after, peephole, out_act, clip, input_forget, hb, cb, xz, hz, rh, scratch, s % 2 == 1)
+                   reset_after, peephole, out_act, clip, input_forget, hb, cb, xz, hz, rh, scratch, s % 2 == 1,
+                   split)
         if return_sequences:
             for i in range(rows):
                 if live[i] or not zero_output_for_mask:
@@ -528,7 +630,7 @@ def _sequence_parallel(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_
     for i in prange((batch + block - 1) // block):
         _sequence_rows(cell, i * block, min((i + 1) * block, batch), x, mask, kernel, recurrent_kernel, bias,
                        recurrent_bias, act, rec_act, reset_after, peephole, out_act, clip, input_forget,
-                       go_backwards, return_sequences, zero_output_for_mask, h, c, out)
+                       go_backwards, return_sequences, zero_output_for_mask, h, c, out, _NO_SPLIT)
 
 
 def _sequence(cell, x, *args):
@@ -538,7 +640,7 @@ def _sequence(cell, x, *args):
         if block:
             _sequence_parallel(cell, x, *args, block)
         else:
-            _sequence_rows(cell, 0, x.shape[0], x, *args)
+            _sequence_rows(cell, 0, x.shape[0], x, *args, column_split(args[1:3], x.shape[0]))
 
 
 # The three public kernels share `_sequence`; arguments a cell does not use (an LSTM's recurrent
@@ -572,7 +674,7 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 
 (_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_MASKING, _OP_COMBINE_MASKS,
  _OP_CAUSAL_CONV, _OP_RECURRENT) = range(10)
-_OP_FIELDS = 35
+_OP_FIELDS = 37
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
 STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches run layer by layer: threads (and sgemm) pay off
@@ -645,7 +747,7 @@ def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
                h, _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
                _matrix(addresses, p[14], batch, width),
                _matrix(addresses, p[15], batch, width if gru else 0),
-               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch, p[34] != 0)
+               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch, p[34] != 0, (p[35], p[36]))
     p[34] ^= 1  # the panel order of the next step
     if p[1] != p[32]:  # zero_output_for_mask: a masked row's output is zeros, its state stays
         out = _matrix(addresses, p[1], batch, units)
@@ -889,6 +991,10 @@ class StepProgram:
                                 else np.zeros(batch, np.int64))
         self._new_mask()  # index _ALL_ROWS: every row steps, for recurrent layers without a mask
         self._table = self._addresses = self.output = None
+        # whether a step may run parallel code (`_step_product`): callers then hold numba's
+        # threading layer for themselves (its ``workqueue`` layer aborts on concurrent use)
+        self.splits_columns = False
+        self._threads = 1  # the thread count their op rows hold (`_threads_now`)
 
     def __reduce__(self):  # a copy would point into this program's arrays
         raise TypeError("a StepProgram cannot be copied or pickled; build one per stream")
@@ -1040,6 +1146,8 @@ class StepProgram:
             raise ValueError(f"a peephole of {peephole.shape[0]} values for {units} units")
         kernel = self._product_matrix(w["kernel"], inputs, width, packed_too=True)
         recurrent = self._product_matrix(w["recurrent_kernel"], units, width, packed_too=True)
+        split = split_address([w["kernel"], w["recurrent_kernel"]], self.batch)
+        self.splits_columns |= split != 0
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
         int8 = kernel[1] >= 0 or recurrent[1] >= 0  # int8 products need `_scratch`'s work arrays
@@ -1051,7 +1159,7 @@ class StepProgram:
                   *kernel[1:], *recurrent[1:], *self._scratch_fields(int8, max(inputs, units), width)]
         dst = self._hold(np.zeros_like(h)) if zero_masked else state
         live = _ALL_ROWS if mask is None else self._source(mask, None, np.bool_)
-        self._append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live, 0]))
+        self._append(_row([_OP_RECURRENT, dst, self._source(src, inputs), *fields, state, live, 0, split, 1]))
         return dst
 
     def finish(self, output: int) -> None:
@@ -1059,12 +1167,21 @@ class StepProgram:
         # the header: where `_emit` reads, and the first deferred row
         self._rows[0][3:6] = output, self._arrays[output].shape[1], len(self._rows)
         self._table = np.array(self._rows + self._deferred_rows, np.int64)
+        self._splitting_rows = np.flatnonzero((self._table[:, 0] == _OP_RECURRENT) & (self._table[:, 35] != 0))
         self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
         self.output = self._arrays[output]
+
+    def _threads_now(self) -> None:
+        """The calling thread's numba thread count into the op rows that split their products."""
+        threads = numba.get_num_threads()
+        if threads != self._threads:
+            self._table[self._splitting_rows, 36] = self._threads = threads
 
     def run(self, x: np.ndarray) -> int:
         """One step for x [batch, features] float32 (or [batch] int64 ids); the result is in
         `self.output`. Returns -1, or the first row whose token id is out of range (then nothing ran)."""
+        if self.splits_columns:
+            self._threads_now()
         status = self._step(self._table, self._addresses, x)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {self._arrays[0].shape}, got {x.shape}")
@@ -1079,6 +1196,8 @@ class StepProgram:
         if x.ndim != len(step_shape) + 1 or x.shape[1] == 0:
             raise ValueError(f"whole sequences of steps {step_shape} are [batch, steps, ...]; got {x.shape}")
         out = np.empty((self.batch, x.shape[1] if every_step else 1, self.output.shape[1]), np.float32)
+        if self.splits_columns:
+            self._threads_now()
         status = self._sequence(self._table, self._addresses, x, out, every_step)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {step_shape}, got sequences {x.shape}")
