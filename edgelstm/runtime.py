@@ -564,7 +564,7 @@ class Model:
 
     def _run_steps(self, program: cpu.StepProgram, own: _Workspace, x: np.ndarray) -> np.ndarray:
         own.reset_states()
-        with _parallel_guard() if program.splits_columns else contextlib.nullcontext():
+        with _parallel_guard() if program.splits_columns and program.threads_now() > 1 else contextlib.nullcontext():
             out, bad = program.run_sequence(x, self._every_step)
         if bad >= 0:  # a token id out of range: nothing ran
             self._check_ids(x)  # names it
@@ -709,7 +709,7 @@ class Stream:
             refuse_non_finite(x)
         if self._program is None:
             return self.model._run(x[:, None], self._ws)[:, 0]
-        if self._program.splits_columns:
+        if self._program.splits_columns and self._program.threads_now() > 1:
             with _parallel_guard():
                 status = self._program.run(x)
         else:

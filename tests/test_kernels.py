@@ -39,8 +39,8 @@ def recurrent_case(draw):
 
 
 def _run_both(kind, case, packed=False):
-    """(reference, cpu) outputs and states; `packed`: the cpu kernel gets the recurrent matrix as a
-    PackedMatrix, as the runtime gives it."""
+    """(reference, cpu) outputs and states; `packed`: the cpu kernel gets both matrices as
+    PackedMatrix, as the runtime gives them."""
     rng = np.random.default_rng(case["seed"])
     b, t, f, h = case["batch"], case["steps"], case["features"], case["units"]
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
@@ -53,7 +53,7 @@ def _run_both(kind, case, packed=False):
     results = []
     for module in (reference, cpu):
         if module is cpu and packed:
-            weights[1] = PackedMatrix.from_matrix(weights[1])
+            weights[:2] = [PackedMatrix.from_matrix(w) for w in weights[:2]]
         own_states = [s.copy() for s in states]
         out = np.zeros((b, t if case["return_sequences"] else 1, h), np.float32)
         flags = (case["go_backwards"], case["return_sequences"], case["zero_output_for_mask"])
@@ -146,7 +146,6 @@ def test_the_four_row_panel_product_matches_numpy_on_any_cpu(inputs, width, j0, 
     np.testing.assert_allclose(z, expected, **TOL)
 
 
-
 @numba.njit
 def _largest_magnitudes(a):
     """largest_magnitude of each row of a, and of each column (a strided view)."""
@@ -191,8 +190,9 @@ def test_a_product_split_over_threads_matches_the_serial_one(rows, parts, j0, j1
     z = arrays(rng, rows, 1024)
     serial = z.copy()
     cpu.add_packed_product(serial, a, w, j0, j1, False)
-    _split_product(cpu._split_packed_product.address, z, a, w, j0, j1, True, parts)
+    _split_product(cpu._split_packed_product().address, z, a, w, j0, j1, True, parts)
     np.testing.assert_array_equal(z, serial)
+
 
 _WITHOUT_AVX512 = """
 import numpy as np

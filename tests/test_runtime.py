@@ -102,6 +102,35 @@ def test_bad_batch_size_is_named(batch_size):
         edgelstm.Model(small_graph()).predict(X, batch_size=batch_size)
 
 
+def test_batch_1_products_split_over_threads_are_safe_on_the_workqueue_layer():
+    """A batch-1 predict and a stream of a model with a 1 MiB matrix launch parallel code (their
+    products split by columns): from four Python threads at once, on the layer that aborts when two
+    launches meet."""
+    script = (
+        "import threading, numba, numpy as np, edgelstm\n"
+        "from tests.test_quantize import recurrent_graph\n"
+        "numba.set_num_threads(2)\n"
+        "m = edgelstm.Model(recurrent_graph('lstm', units=300, features=5, steps=None))\n"
+        "x = np.ones((1, 6, 5), np.float32)\n"
+        "want = m.predict(x)\n"
+        "def work():\n"
+        "    numba.set_num_threads(2)\n"
+        "    s = m.stream()\n"
+        "    assert s._program.splits_columns\n"
+        "    for _ in range(20):\n"
+        "        assert np.array_equal(m.predict(x), want)\n"
+        "        s.reset(); steps = [s.step(x[:, t]) for t in range(6)]\n"
+        "        assert np.array_equal(steps[-1], want)\n"
+        "ts = [threading.Thread(target=work) for _ in range(4)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print(numba.threading_layer())\n")
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue", NUMBA_NUM_THREADS="2")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "workqueue"
+
+
 def test_threads_are_safe_on_the_workqueue_layer():
     script = (
         "import threading, numpy as np, edgelstm\n"

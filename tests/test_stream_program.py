@@ -487,13 +487,19 @@ def test_products_split_over_threads_change_no_output(kind, reset_after):
         stream = model.stream()
         return [model.predict(short), model.predict(long), np.stack([stream.step(short[:, t]) for t in range(7)])]
 
+    weights = model._host_weights[0]
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
+        assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1) == (0, 1)
         alone = outputs()
         numba.set_num_threads(2)
-        assert model.stream()._program.splits_columns
+        stream = model.stream()
+        assert stream._program.splits_columns
+        assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1)[1] == 2  # the layer path
         split = outputs()
+        stream.step(short[:, 0])
+        assert np.all(stream._program._table[stream._program._splitting_rows, 36] == 2)  # and the stream's
     finally:
         numba.set_num_threads(before)
     for got, want in zip(split, alone):

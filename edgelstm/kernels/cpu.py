@@ -1,12 +1,14 @@
 """Numba CPU kernels: the fast twins of `reference.py`, same names, same signatures.
 
 Every kernel runs its batch rows in parallel (`prange`), writes into the preallocated `out`
-and allocates nothing inside its time loop. `StepProgram` (at the end) runs a stream's whole step
-for a few sequences serially in one call, through the same helpers. `cache=True` keeps compiled code on disk so a
+and allocates nothing inside its time loop; under 8 rows a cell's products by a large matrix are
+split by columns instead (`_step_product`). `StepProgram` (at the end) runs a stream's whole step
+for a few sequences in one call, through the same helpers. `cache=True` keeps compiled code on disk so a
 second process starts fast; ``error_model="numpy"`` drops the division checks that block
 vectorisation.
 """
 
+import functools
 import math
 
 import numba
@@ -318,30 +320,36 @@ _SPLIT_MIN_BYTES = 1 << 20
 _p32 = types.CPointer(types.float32)
 
 
-@cfunc(types.void(_p32, types.intp, _p32, types.intp, types.intp, _p32, _p32, types.intp, types.intp, types.intp,
-                  types.intp, types.boolean, types.intp), parallel=True, **_jit)
-def _split_packed_product(z, z_stride, a, a_stride, rows, matrix, panels, inputs, width, j0, j1, backwards, parts):
-    """`add_packed_product` for z [rows, width] (rows `z_stride` floats apart) += a [rows, inputs]
-    (rows `a_stride` apart) @ the PackedMatrix (matrix, panels), its panels of columns j0..j1
-    shared out over `parts` threads."""
-    z_rows = numba.carray(z, (rows, z_stride))[:, :width]
-    a_rows = numba.carray(a, (rows, a_stride))[:, :inputs]
-    w = PackedMatrix(numba.carray(matrix, (inputs, width)),
-                     numba.carray(panels, (-(-width // packed.PANEL), inputs, packed.PANEL)))
-    first, end = j0 // packed.PANEL, -(-j1 // packed.PANEL)
-    for part in prange(parts):
-        lo = max(j0, (first + (end - first) * part // parts) * packed.PANEL)
-        hi = min(j1, (first + (end - first) * (part + 1) // parts) * packed.PANEL)
-        if lo < hi:
-            add_packed_product(z_rows, a_rows, w, lo, hi, backwards)
+@functools.cache
+def _split_packed_product():
+    """The parallel product as a cached `cfunc`, compiled (or loaded) at its first use, not at
+    import: loading parallel code starts numba's threading layer."""
+
+    @cfunc(types.void(_p32, types.intp, _p32, types.intp, types.intp, _p32, _p32, types.intp, types.intp, types.intp,
+                      types.intp, types.boolean, types.intp), parallel=True, **_jit)
+    def split_packed_product(z, z_stride, a, a_stride, rows, matrix, panels, inputs, width, j0, j1, backwards, parts):
+        """`add_packed_product` for z [rows, width] (rows `z_stride` floats apart) += a [rows, inputs]
+        (rows `a_stride` apart) @ the PackedMatrix (matrix, panels), its panels of columns j0..j1
+        shared out over `parts` threads."""
+        z_rows = numba.carray(z, (rows, z_stride))[:, :width]
+        a_rows = numba.carray(a, (rows, a_stride))[:, :inputs]
+        w = PackedMatrix(numba.carray(matrix, (inputs, width)),
+                         numba.carray(panels, (-(-width // packed.PANEL), inputs, packed.PANEL)))
+        first, end = j0 // packed.PANEL, -(-j1 // packed.PANEL)
+        for part in prange(parts):
+            lo = max(j0, (first + (end - first) * part // parts) * packed.PANEL)
+            hi = min(j1, (first + (end - first) * (part + 1) // parts) * packed.PANEL)
+            if lo < hi:
+                add_packed_product(z_rows, a_rows, w, lo, hi, backwards)
+    return split_packed_product
 
 
 def split_address(matrices: list, rows: int) -> int:
-    """The address of `_split_packed_product` when one of `matrices` is a float32 matrix large
-    enough to split by columns and `rows` are few; else 0."""
-    if rows < _BLAS_ROWS and any(isinstance(w, (np.ndarray, PackedMatrix)) and _splits(w.shape[0] * w.shape[1])
-                                 for w in matrices):
-        return _split_packed_product.address
+    """The address of the parallel product (`_split_packed_product`) when one of `matrices` is a
+    float32 matrix large enough to split by columns and `rows` are few; else 0."""
+    large = [w.shape[0] * w.shape[1] * 4 >= _SPLIT_MIN_BYTES for w in matrices if isinstance(w, (np.ndarray, PackedMatrix))]
+    if rows < _BLAS_ROWS and any(large):
+        return _split_packed_product().address
     return 0
 
 
@@ -355,12 +363,6 @@ def column_split(matrices: list, rows: int) -> tuple[int, int]:
     address = split_address(matrices, rows)
     threads = numba.get_num_threads() if address else 1
     return (address, threads) if threads > 1 else _NO_SPLIT
-
-
-@njit(**_jit)
-def _splits(size):
-    """Whether a float32 matrix of `size` values is large enough to split by columns."""
-    return size * 4 >= _SPLIT_MIN_BYTES
 
 
 @intrinsic
@@ -396,7 +398,8 @@ def _step_product_by_type(z, a, w, scratch, j0, j1, backwards, split):
 
     def product(z, a, w, scratch, j0, j1, backwards, split):
         address, parts = split
-        if address != 0 and parts > 1 and _splits(w.matrix.size) and a.strides[1] == 4 and z.strides[1] == 4:
+        if (address != 0 and parts > 1 and a.shape[0] < _BLAS_ROWS and w.matrix.size * 4 >= _SPLIT_MIN_BYTES
+                and a.strides[1] == 4 and z.strides[1] == 4):
             _call_split(address, z, a, w, j0, j1, backwards, parts)
         else:
             add_packed_product(z, a, w, j0, j1, backwards)
@@ -416,7 +419,8 @@ def _scratch_by_type(w, other, rows, inputs, width):
 
 
 def _row_blocks(rows: int) -> int:
-    """Rows per parallel task: an even share per thread, whole blocks of four; 0 runs serially."""
+    """Rows per parallel task: an even share per thread, whole blocks of four; 0: the rows run in one
+    call (whose products may still split by columns, `column_split`)."""
     if rows < 8:
         return 0
     threads = numba.get_num_threads()
@@ -634,7 +638,8 @@ def _sequence_parallel(cell, x, mask, kernel, recurrent_kernel, bias, recurrent_
 
 
 def _sequence(cell, x, *args):
-    """Rows split over threads when the batch is large enough to pay for it, else one serial call."""
+    """Rows split over threads when the batch is large enough to pay for it, else one call (whose
+    products by large matrices split by columns)."""
     block = _row_blocks(x.shape[0])
     with blas.single_threaded(x.shape[0] >= _BLAS_ROWS):
         if block:
@@ -991,10 +996,11 @@ class StepProgram:
                                 else np.zeros(batch, np.int64))
         self._new_mask()  # index _ALL_ROWS: every row steps, for recurrent layers without a mask
         self._table = self._addresses = self.output = None
-        # whether a step may run parallel code (`_step_product`): callers then hold numba's
-        # threading layer for themselves (its ``workqueue`` layer aborts on concurrent use)
+        # whether a step's products may split over threads (`_step_product`): callers then take
+        # the thread count (`threads_now`) and, when over 1, hold numba's threading layer for
+        # themselves (its ``workqueue`` layer aborts on concurrent use)
         self.splits_columns = False
-        self._threads = 1  # the thread count their op rows hold (`_threads_now`)
+        self._threads = 1  # the thread count their op rows hold (`threads_now`)
 
     def __reduce__(self):  # a copy would point into this program's arrays
         raise TypeError("a StepProgram cannot be copied or pickled; build one per stream")
@@ -1171,17 +1177,18 @@ class StepProgram:
         self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
         self.output = self._arrays[output]
 
-    def _threads_now(self) -> None:
-        """The calling thread's numba thread count into the op rows that split their products."""
+    def threads_now(self) -> int:
+        """Take the calling thread's numba thread count for the products that split (see
+        `splits_columns`; until called, they do not) and return it: a call of `run` or
+        `run_sequence` may launch parallel code when it is over 1."""
         threads = numba.get_num_threads()
         if threads != self._threads:
             self._table[self._splitting_rows, 36] = self._threads = threads
+        return threads
 
     def run(self, x: np.ndarray) -> int:
         """One step for x [batch, features] float32 (or [batch] int64 ids); the result is in
         `self.output`. Returns -1, or the first row whose token id is out of range (then nothing ran)."""
-        if self.splits_columns:
-            self._threads_now()
         status = self._step(self._table, self._addresses, x)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {self._arrays[0].shape}, got {x.shape}")
@@ -1196,8 +1203,6 @@ class StepProgram:
         if x.ndim != len(step_shape) + 1 or x.shape[1] == 0:
             raise ValueError(f"whole sequences of steps {step_shape} are [batch, steps, ...]; got {x.shape}")
         out = np.empty((self.batch, x.shape[1] if every_step else 1, self.output.shape[1]), np.float32)
-        if self.splits_columns:
-            self._threads_now()
         status = self._sequence(self._table, self._addresses, x, out, every_step)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {step_shape}, got sequences {x.shape}")
