@@ -227,7 +227,7 @@ def quantize_rows(a, input_scale, q, row_scale):
             out[k] = np.int8(min(max(np.rint(row[k] * inverse), -qmax), qmax))
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)
 def _panel_at(first, end, n, backwards):
     """The n-th of the panels first..end-1, counted from the last when `backwards`."""
     return end - 1 - n if backwards else first + n
@@ -298,7 +298,7 @@ def _scratch(w, other, rows, inputs, width):
     """Work arrays for `_product` with the weights `w` and `other`: empty when neither is int8."""
 
 
-@overload(_product, jit_options=_jit)
+@overload(_product, jit_options=_jit, inline="always")
 def _product_by_type(z, a, w, scratch, j0, j1, backwards):
     if isinstance(w, types.Array):
         return lambda z, a, w, scratch, j0, j1, backwards: add_product(z, a, w, j0, j1)
@@ -391,7 +391,7 @@ def _step_product(z, a, w, scratch, j0, j1, backwards, split):
     matrix's columns out over threads ((0, 1) inside parallel regions: numba nests none)."""
 
 
-@overload(_step_product, jit_options=_jit)
+@overload(_step_product, jit_options=_jit, inline="always")
 def _step_product_by_type(z, a, w, scratch, j0, j1, backwards, split):
     if not _is_packed(w):
         return lambda z, a, w, scratch, j0, j1, backwards, split: _product(z, a, w, scratch, j0, j1, backwards)
@@ -545,7 +545,7 @@ def _gru_update(xz, hz, h, act, rec_act, reset_after):
         h[j] = gates[j] * h[j] + (1.0 - gates[j]) * cand[j]
 
 
-@njit(**_jit)
+@njit(inline="always", **_jit)
 def _cell_step(cell, x_t, live, kernel, recurrent_kernel, bias, recurrent_bias, act, rec_act, reset_after,
                peephole, out_act, clip, input_forget, h, c, xz, hz, rh, scratch, backwards, split):
     """One step of a cell for rows x_t [rows, I] with states h [rows, units] (and an LSTM's c),
