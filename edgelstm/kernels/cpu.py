@@ -313,9 +313,10 @@ def _product_by_type(z, a, w, scratch, j0, j1, backwards):
 # product at batch 1 89 -> 22 us on 2 cores (Intel Xeon, 2 MiB L2 each). A launch costs about
 # 4 us, more than a whole step at hidden 128.
 #
-# The time loops reach the parallel code through its address, passed in at run time (0: never
-# split): a compiled function that calls parallel code directly cannot be cached, and every
-# kernel that steps a cell would then compile again in each process.
+# The time loops reach the parallel code through its address, passed in at run time with the
+# thread count (`column_split`): a compiled function that calls parallel code directly, or reads
+# numba's thread count, cannot be cached, and every kernel that steps a cell would then compile
+# again in each process.
 _SPLIT_MIN_BYTES = 1 << 20
 _p32 = types.CPointer(types.float32)
 
@@ -347,7 +348,8 @@ def _split_packed_product():
 def split_address(matrices: list, rows: int) -> int:
     """The address of the parallel product (`_split_packed_product`) when one of `matrices` is a
     float32 matrix large enough to split by columns and `rows` are few; else 0."""
-    large = [w.shape[0] * w.shape[1] * 4 >= _SPLIT_MIN_BYTES for w in matrices if isinstance(w, (np.ndarray, PackedMatrix))]
+    large = [w.shape[0] * w.shape[1] * 4 >= _SPLIT_MIN_BYTES
+             for w in matrices if isinstance(w, (np.ndarray, PackedMatrix))]
     if rows < _BLAS_ROWS and any(large):
         return _split_packed_product().address
     return 0
@@ -369,7 +371,8 @@ def column_split(matrices: list, rows: int) -> tuple[int, int]:
 def _call_split(typingctx, address, z, a, w, j0, j1, backwards, parts):
     """Call `_split_packed_product` at `address` for z += a @ w (arrays with dense rows, w a PackedMatrix)."""
     def codegen(context, builder, signature, args):
-        z_array, a_array = (cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]) for i in (1, 2))
+        z_array, a_array = (cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i])
+                            for i in (1, 2))
         matrix_type, panels_type = signature.args[3].types
         matrix = cgutils.create_struct_proxy(matrix_type)(context, builder, value=builder.extract_value(args[3], 0))
         panels = cgutils.create_struct_proxy(panels_type)(context, builder, value=builder.extract_value(args[3], 1))
@@ -752,7 +755,8 @@ def _recurrent_op(p, addresses, batch, kernel, recurrent_kernel):
                h, _matrix(addresses, p[13], batch, units if cell == _LSTM else 0),
                _matrix(addresses, p[14], batch, width),
                _matrix(addresses, p[15], batch, width if gru else 0),
-               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch, p[34] != 0, (p[35], p[36]))
+               _matrix(addresses, p[16], batch, units if gru and not reset_after else 0), scratch,
+               p[34] != 0, (p[35], p[36]))
     p[34] ^= 1  # the panel order of the next step
     if p[1] != p[32]:  # zero_output_for_mask: a masked row's output is zeros, its state stays
         out = _matrix(addresses, p[1], batch, units)
