@@ -1157,7 +1157,6 @@ class StepProgram:
         kernel = self._product_matrix(w["kernel"], inputs, width, packed_too=True)
         recurrent = self._product_matrix(w["recurrent_kernel"], units, width, packed_too=True)
         split = split_address([w["kernel"], w["recurrent_kernel"]], self.batch)
-        self.splits_columns |= split != 0
         work = [self._hold(np.zeros((self.batch, cols), np.float32))
                 for cols in (width, width if cell == "gru" else 0, units if cell == "gru" and not reset_after else 0)]
         int8 = kernel[1] >= 0 or recurrent[1] >= 0  # int8 products need `_scratch`'s work arrays
@@ -1178,6 +1177,7 @@ class StepProgram:
         self._rows[0][3:6] = output, self._arrays[output].shape[1], len(self._rows)
         self._table = np.array(self._rows + self._deferred_rows, np.int64)
         self._splitting_rows = np.flatnonzero((self._table[:, 0] == _OP_RECURRENT) & (self._table[:, 35] != 0))
+        self.splits_columns = self._splitting_rows.size > 0
         self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
         self.output = self._arrays[output]
 
