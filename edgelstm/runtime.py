@@ -32,6 +32,7 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 _TIME_LOCAL = {"input", "dense", "activation", "embedding", "masking", "batch_norm", "layer_norm", "merge"}
 _MERGE_CODES = {"add": reference.MERGE_ADD, "multiply": reference.MERGE_MULTIPLY, "average": reference.MERGE_AVERAGE}
 _WORKQUEUE_LOCK = threading.Lock()
+_PROGRAM_MAX_WORK = 1_500_000  # multiply-adds of a call above which, on several threads, rows split (`_program_pays`)
 _STEPPED_MAX_STEPS = 100  # longer sequences run faster layer by layer (see `Model._sequence_program`)
 
 
@@ -550,17 +551,18 @@ class Model:
     def _sequence_program(self, ws: _Workspace, batch: int, steps: int) -> tuple | None:
         """(a `cpu.StepProgram` of the model, the workspace of its states) that runs whole sequences
         in one call, stepping inside it; None where the layer-by-layer path runs them: models that
-        do not stream, other backends, batches of 8 or more (threads and sgemm pay off there), and
-        sequences longer than _STEPPED_MAX_STEPS. At batch 1 the layer path's Python and numba
-        calls cost 12 us more per sequence, while a step through the program costs about 0.1 us
-        more (bench/RESULTS.md, "Batch 1"). Made once per batch size and thread."""
+        do not stream, other backends, sequences longer than _STEPPED_MAX_STEPS, and batches where
+        splitting rows over threads pays more (`_program_pays`). At batch 1 the layer path's Python
+        and numba calls cost 12 us more per sequence, while a step through the program costs about
+        0.1 us more (bench/RESULTS.md, "Batch 1"). Made once per batch size and thread."""
         if not self._steps_through or batch > cpu.STEP_PROGRAM_MAX_BATCH or steps > _STEPPED_MAX_STEPS:
             return None
         if batch not in ws.programs:
             own = _Workspace(cpu, streaming=True)  # states of its own: the layer path reallocates its per batch
             program = _step_program(self, own, batch, whole_sequences=True)
             ws.programs[batch] = None if program is None else (program, own)
-        return ws.programs[batch]
+        found = ws.programs[batch]
+        return found if found is not None and _program_pays(found[0], steps) else None
 
     def _run_steps(self, program: cpu.StepProgram, own: _Workspace, x: np.ndarray) -> np.ndarray:
         own.reset_states()
@@ -605,9 +607,19 @@ def _not_streamable(graph: Graph) -> str | None:
     return None
 
 
+def _program_pays(program: cpu.StepProgram, steps: int) -> bool:
+    """Whether `steps` steps of the program's batch run faster through it, on the calling thread,
+    than layer by layer. Under 8 rows they always do. From 8 rows the layer path splits the rows
+    over numba's threads, which pays once the products' work outweighs its Python and thread
+    launches per layer (bench/RESULTS.md, "Batches 8 to 64 in one call")."""
+    if program.batch < cpu.ROW_SPLIT_MIN:
+        return True
+    return numba.get_num_threads() == 1 or program.batch * steps * program.multiply_adds <= _PROGRAM_MAX_WORK
+
+
 def _step_program(model: Model, ws: _Workspace, batch: int, whole_sequences: bool = False) -> cpu.StepProgram | None:
     """The model's step as one `cpu.StepProgram` call over the workspace's states, or None
-    where the layer-by-layer path runs it: another backend, a batch large enough for threads, a
+    where the layer-by-layer path runs it: another backend, a batch past 64 (rows split over threads), a
     merge of many inputs, a feature count known only at run time, token ids that reach a layer
     other than an embedding (or an embedding of computed values), or a layer kind with no op.
     Masks follow `mask_rule` as in `_output_mask`; which layers have one is known when the stream
@@ -710,7 +722,7 @@ class Stream:
                 raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
         if check_finite:
             refuse_non_finite(x)
-        if self._program is None:
+        if self._program is None or (self.batch >= cpu.ROW_SPLIT_MIN and not _program_pays(self._program, 1)):
             return self.model._run(x[:, None], self._ws)[:, 0]
         if self._program.splits_columns and self._program.threads_now() > 1:
             with _parallel_guard():

@@ -231,6 +231,7 @@ GRAPHS = {
     "masked_through_layers": _masked_through_layers,
     "masked_conv": _masked_conv,
     "masked_int8": _masked_int8,
+    "wide_gru": lambda: recurrent_graph("gru", units=40, features=5, steps=None),  # from 8 rows its Dense calls sgemm
     **{f"masks_{combine}{'_partial' if partial else ''}": _masks_merged(combine, partial)
        for combine in ("all", "any") for partial in (False, True)},
 }
@@ -251,15 +252,29 @@ def _inputs(model: edgelstm.Model, batch: int) -> np.ndarray:
     return x
 
 
+@pytest.fixture
+def set_threads():
+    """numba.set_num_threads for this test only."""
+    before = numba.get_num_threads()
+    yield numba.set_num_threads
+    numba.set_num_threads(before)
+
+
 def _newest(whole: np.ndarray) -> np.ndarray:
     """What a stream step gives for a prefix whose whole-sequence output is `whole`: its last
     step when the model outputs sequences."""
     return whole[:, -1] if whole.ndim == 3 else whole
 
 
-@pytest.mark.parametrize("batch", [1, cpu.STEP_PROGRAM_MAX_BATCH])
+BATCHES = [1, cpu.ROW_SPLIT_MIN - 1, cpu.ROW_SPLIT_MIN + 1]  # one row; four-row passes and one; sgemm in the Dense
+
+
+@pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", GRAPHS)
-def test_one_call_step_is_bit_identical_to_the_layer_path(name, batch):
+def test_one_call_step_is_bit_identical_to_the_layer_path(name, batch, set_threads):
+    # on one thread: on more the layer path splits rows into blocks, and a block of under 8 rows
+    # takes our loops where a larger one takes sgemm (rounding apart); the program runs on one
+    set_threads(1)
     model = edgelstm.Model(GRAPHS[name](), "cpu")
     x = _inputs(model, batch)
     program, layers = model.stream(batch), model.stream(batch)
@@ -418,7 +433,7 @@ def _layer_by_layer(model: edgelstm.Model, x: np.ndarray) -> np.ndarray:
     return model._run(model.prepare_input(x), ws)
 
 
-@pytest.mark.parametrize("batch", [1, cpu.STEP_PROGRAM_MAX_BATCH])
+@pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", GRAPHS)
 def test_predict_steps_whole_sequences_through_the_program_as_the_layers_do(name, batch):
     """Small batches of a model that streams run as one program call per sequence (layers that see
@@ -473,7 +488,7 @@ def test_a_whole_sequence_of_another_shape_is_refused_by_the_program():
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
 @pytest.mark.parametrize("kind, reset_after", [("lstm", False), ("gru", True), ("gru", False)])
-def test_products_split_over_threads_change_no_output(kind, reset_after):
+def test_products_split_over_threads_change_no_output(kind, reset_after, set_threads):
     """A large matrix (300 units: over 1 MiB, partial panels) at batch 1 splits its columns over the
     threads: the same outputs as one thread, whole sequences (stepped and layer by layer), streams."""
     graph = recurrent_graph(kind, units=300, features=5, steps=None)
@@ -488,19 +503,71 @@ def test_products_split_over_threads_change_no_output(kind, reset_after):
         return [model.predict(short), model.predict(long), np.stack([stream.step(short[:, t]) for t in range(7)])]
 
     weights = model._host_weights[0]
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1) == (0, 1)
-        alone = outputs()
-        numba.set_num_threads(2)
-        stream = model.stream()
-        assert stream._program.splits_columns
-        assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1)[1] == 2  # the layer path
-        split = outputs()
-        stream.step(short[:, 0])
-        assert np.all(stream._program._table[stream._program._splitting_rows, 36] == 2)  # and the stream's
-    finally:
-        numba.set_num_threads(before)
+    set_threads(1)
+    assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1) == (0, 1)
+    alone = outputs()
+    set_threads(2)
+    stream = model.stream()
+    assert stream._program.splits_columns
+    assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1)[1] == 2  # the layer path
+    split = outputs()
+    stream.step(short[:, 0])
+    assert np.all(stream._program._table[stream._program._splitting_rows, 36] == 2)  # and the stream's
     for got, want in zip(split, alone):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_program_counts_the_multiply_adds_of_a_step():
+    model = edgelstm.Model(GRAPHS["causal_conv"](), "cpu")
+    program = model.stream(9)._program
+    conv, cell = (layer.weights for layer in model.graph.layers if layer.weights)
+    assert program.multiply_adds == conv["kernel"].size + cell["kernel"].size + cell["recurrent_kernel"].size
+    program = edgelstm.Model(GRAPHS["wide_gru"](), "cpu").stream(1)._program
+    assert program.multiply_adds == (5 + 40) * 120 + 40 * 3
+
+
+def _counting_sequence_calls(monkeypatch) -> list:
+    """The batches `StepProgram.run_sequence` is called with, from now on."""
+    calls, run_sequence = [], cpu.StepProgram.run_sequence
+
+    def counted(program, x, every_step):
+        calls.append(program.batch)
+        return run_sequence(program, x, every_step)
+    monkeypatch.setattr(cpu.StepProgram, "run_sequence", counted)
+    return calls
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_from_8_rows_the_program_runs_on_one_thread_or_for_little_work(monkeypatch, set_threads):
+    """Batches of 8 to 64 step through the program on one thread; on more, only while the call's
+    multiply-adds stay under `_PROGRAM_MAX_WORK`, else their rows split over the threads. The
+    outputs agree either way."""
+    model = edgelstm.Model(GRAPHS["lstm"](), "cpu")
+    x = np.random.default_rng(0).normal(size=(cpu.STEP_PROGRAM_MAX_BATCH, 20, 5)).astype(np.float32)
+    calls = _counting_sequence_calls(monkeypatch)
+    set_threads(1)
+    alone = model.predict(x)
+    set_threads(2)
+    few = model.predict(x[:9, :2])
+    monkeypatch.setattr(runtime, "_PROGRAM_MAX_WORK", 9 * 2 * model._workspace().programs[9][0].multiply_adds - 1)
+    split = model.predict(x[:9, :2])
+    layers = model.predict(x)
+    assert calls == [cpu.STEP_PROGRAM_MAX_BATCH, 9]
+    np.testing.assert_allclose(layers, alone, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(few, split, atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_a_stream_of_8_or_more_rows_takes_either_path_step_by_step(monkeypatch, set_threads):
+    """The thread count read at each step picks the path; both share the stream's state, bit-identically."""
+    model = edgelstm.Model(GRAPHS["wide_gru"](), "cpu")
+    x = _inputs(model, 12)
+    stream, layers = model.stream(12), model.stream(12)
+    layers._program = None
+    monkeypatch.setattr(runtime, "_PROGRAM_MAX_WORK", 0)
+    ran = []
+    monkeypatch.setattr(stream._program, "run", lambda x_t, run=stream._program.run: ran.append(1) or run(x_t))
+    for t in range(STEPS):
+        set_threads(1 + t % 2)
+        np.testing.assert_array_equal(stream.step(x[:, t]), layers.step(x[:, t]))
+    assert len(ran) == STEPS // 2

@@ -34,7 +34,7 @@ __all__ = ["activation", "dense", "lstm", "gru", "rnn", "embedding", "masking", 
            "ON_DEVICE", "empty", "to_host", "assign", "reverse", "repeat", "take_step", "concatenate", "shift_in", "nonzero",
            "combine_masks",
            # a stream's whole step as one call:
-           "StepProgram", "STEP_PROGRAM_MAX_BATCH", "STEP_PROGRAM_MAX_MERGE", "MERGE_CONCATENATE"]
+           "StepProgram", "STEP_PROGRAM_MAX_BATCH", "ROW_SPLIT_MIN", "STEP_PROGRAM_MAX_MERGE", "MERGE_CONCATENATE"]
 
 # nogil: predictions from several Python threads run side by side (`edgelstm score`'s local engine)
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -421,10 +421,13 @@ def _scratch_by_type(w, other, rows, inputs, width):
                                                   np.empty(rows, np.float32))
 
 
+ROW_SPLIT_MIN = _BLAS_ROWS  # from this many rows the layer kernels split rows over threads
+
+
 def _row_blocks(rows: int) -> int:
     """Rows per parallel task: an even share per thread, whole blocks of four; 0: the rows run in one
     call (whose products may still split by columns, `column_split`)."""
-    if rows < 8:
+    if rows < ROW_SPLIT_MIN:
         return 0
     threads = numba.get_num_threads()
     return 0 if threads == 1 else max(4, (-(-rows // threads) + 3) // 4 * 4)
@@ -685,7 +688,9 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 _OP_FIELDS = 37
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
-STEP_PROGRAM_MAX_BATCH = _BLAS_ROWS - 1  # larger batches run layer by layer: threads (and sgemm) pay off
+# Batches past 64 always run layer by layer: their rows split over threads; from 8 rows the runtime
+# picks per call (`runtime._program_pays`).
+STEP_PROGRAM_MAX_BATCH = 64
 
 
 @intrinsic
@@ -1000,6 +1005,8 @@ class StepProgram:
                                 else np.zeros(batch, np.int64))
         self._new_mask()  # index _ALL_ROWS: every row steps, for recurrent layers without a mask
         self._table = self._addresses = self.output = None
+        self.multiply_adds = 0  # a step's, per row: by its products' matrices and convolution taps
+        self._calls_sgemm = batch >= _BLAS_ROWS  # `add_product` then calls OpenBLAS, held here at one thread
         # whether a step's products may split over threads (`_step_product`): callers then take
         # the thread count (`threads_now`) and, when over 1, hold numba's threading layer for
         # themselves (its ``workqueue`` layer aborts on concurrent use)
@@ -1053,6 +1060,7 @@ class StepProgram:
         """The (data, scale, input scale) fields of a float32 [rows, cols] matrix (scale -1) or a
         QuantizedMatrix of that shape. With `packed_too` a float32 matrix comes as a PackedMatrix
         (packed here if need be), its panels in the third field."""
+        self.multiply_adds += rows * cols
         if isinstance(w, QuantizedMatrix):
             panels = (-(-cols // PANEL), -(-rows // GROUP), GROUP * PANEL)  # as pack_panels makes them
             return (self._fixed(w.panels, panels, "an int8 matrix's panels", np.uint8),
@@ -1101,6 +1109,7 @@ class StepProgram:
         for a single tap)."""
         taps, inputs, outputs = kernel.shape
         kept = dilation * (taps - 1)
+        self.multiply_adds += taps * inputs * outputs
         window = np.zeros((self.batch, 0, inputs), np.float32) if window is None else window
         return self._add(_OP_CAUSAL_CONV, outputs, self._source(src, inputs), inputs, outputs, taps, dilation,
                          self._weights(kernel), self._weights(bias, (outputs,), "a bias"), act,
@@ -1193,7 +1202,11 @@ class StepProgram:
     def run(self, x: np.ndarray) -> int:
         """One step for x [batch, features] float32 (or [batch] int64 ids); the result is in
         `self.output`. Returns -1, or the first row whose token id is out of range (then nothing ran)."""
-        status = self._step(self._table, self._addresses, x)
+        if self._calls_sgemm:
+            with blas.single_threaded(True):
+                status = self._step(self._table, self._addresses, x)
+        else:
+            status = self._step(self._table, self._addresses, x)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {self._arrays[0].shape}, got {x.shape}")
         return status
@@ -1207,7 +1220,11 @@ class StepProgram:
         if x.ndim != len(step_shape) + 1 or x.shape[1] == 0:
             raise ValueError(f"whole sequences of steps {step_shape} are [batch, steps, ...]; got {x.shape}")
         out = np.empty((self.batch, x.shape[1] if every_step else 1, self.output.shape[1]), np.float32)
-        status = self._sequence(self._table, self._addresses, x, out, every_step)
+        if self._calls_sgemm:
+            with blas.single_threaded(True):
+                status = self._sequence(self._table, self._addresses, x, out, every_step)
+        else:  # no `with` at small batches: it costs a tenth of a small model's step
+            status = self._sequence(self._table, self._addresses, x, out, every_step)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {step_shape}, got sequences {x.shape}")
         return (out if every_step else out[:, 0]), status
