@@ -97,7 +97,7 @@ class _Workspace:
         self.buffers: dict[str, np.ndarray] = {}
         self.states: dict[str, tuple[np.ndarray, ...]] = {}
         self.initial: dict[str, list] = {}  # per layer: the arrays its states restart from (None: zeros)
-        self.programs: dict[int, tuple | None] = {}  # per batch size: `Model._sequence_program`'s
+        self.programs: dict[int, cpu.StepProgram | None] = {}  # per batch size: `Model._sequence_program`'s
 
     def buffer(self, key: str, shape: tuple, dtype=np.float32) -> np.ndarray:
         buf = self.buffers.get(key)
@@ -542,30 +542,27 @@ class Model:
                                for start in range(0, x.shape[0], batch_size)])
 
     def _predict_part(self, x: np.ndarray, ws: _Workspace) -> np.ndarray:
-        found = self._sequence_program(ws, *x.shape[:2])
-        if found is None:
+        program = self._sequence_program(ws, *x.shape[:2])
+        if program is None:
             ws.reset_states()
             return self._run(x, ws)
-        return self._run_steps(*found, x)
+        return self._run_steps(program, x)
 
-    def _sequence_program(self, ws: _Workspace, batch: int, steps: int) -> tuple | None:
-        """(a `cpu.StepProgram` of the model, the workspace of its states) that runs whole sequences
-        in one call, stepping inside it; None where the layer-by-layer path runs them: models that
-        do not stream, other backends, sequences longer than _STEPPED_MAX_STEPS, and batches where
+    def _sequence_program(self, ws: _Workspace, batch: int, steps: int) -> cpu.StepProgram | None:
+        """A `cpu.StepProgram` of the model that runs whole sequences in one call, stepping inside
+        it from its initial states; None where the layer-by-layer path runs them: models that do
+        not stream, other backends, sequences longer than _STEPPED_MAX_STEPS, and batches where
         splitting rows over threads pays more (`_program_pays`). At batch 1 the layer path's Python
         and numba calls cost 12 us more per sequence, while a step through the program costs about
         0.1 us more (bench/RESULTS.md, "Batch 1"). Made once per batch size and thread."""
         if not self._steps_through or batch > cpu.STEP_PROGRAM_MAX_BATCH or steps > _STEPPED_MAX_STEPS:
             return None
-        if batch not in ws.programs:
-            own = _Workspace(cpu, streaming=True)  # states of its own: the layer path reallocates its per batch
-            program = _step_program(self, own, batch, whole_sequences=True)
-            ws.programs[batch] = None if program is None else (program, own)
-        found = ws.programs[batch]
-        return found if found is not None and _program_pays(found[0], steps) else None
+        if batch not in ws.programs:  # with states of its own: the layer path reallocates its per batch
+            ws.programs[batch] = _step_program(self, _Workspace(cpu, streaming=True), batch, whole_sequences=True)
+        program = ws.programs[batch]
+        return program if program is not None and _program_pays(program, steps) else None
 
-    def _run_steps(self, program: cpu.StepProgram, own: _Workspace, x: np.ndarray) -> np.ndarray:
-        own.reset_states()
+    def _run_steps(self, program: cpu.StepProgram, x: np.ndarray) -> np.ndarray:
         if program.splits_columns and program.threads_now() > 1:
             with _parallel_guard():
                 out, bad = program.run_sequence(x, self._every_step)
@@ -681,6 +678,10 @@ def _step_program(model: Model, ws: _Workspace, batch: int, whole_sequences: boo
         parts = _mask_parts(layer, rule, produced, in_masks)
         masks.append(program.combine_masks(parts, a["mask_combine"] == "all") if len(parts) > 1
                      else parts[0] if parts else None)
+    if whole_sequences:  # each call starts from the initial states
+        for name, states in ws.states.items():
+            for state, start in zip(states, ws.initial[name]):
+                program.restart_from(state, start)
     program.finish(slots[model._output])
     return program
 

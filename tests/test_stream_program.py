@@ -449,11 +449,13 @@ def test_predict_steps_whole_sequences_through_the_program_as_the_layers_do(name
 
 
 def test_layers_after_the_last_state_run_once_after_the_last_step():
+    """...and the states restart (the LSTM's h and c, the GRU's h) before the first."""
     model = edgelstm.Model(GRAPHS["stacked_softmax"](), "cpu")
     model.predict(_inputs(model, 1))
-    program, _ = model._workspace().programs[1]
-    every_step = program._table[0, 5]
-    assert [row[0] for row in program._table[every_step:]] == [cpu._OP_DENSE, cpu._OP_ACTIVATION]
+    program = model._workspace().programs[1]
+    deferred, restarts = program._table[0, 5], program._table[0, 6]
+    assert [row[0] for row in program._table[deferred:restarts]] == [cpu._OP_DENSE, cpu._OP_ACTIVATION]
+    assert [row[0] for row in program._table[restarts:]] == [cpu._OP_RESTART] * 3
 
 
 @pytest.mark.parametrize("batch, steps", [(cpu.STEP_PROGRAM_MAX_BATCH + 1, 4), (1, runtime._STEPPED_MAX_STEPS + 1)])
@@ -549,7 +551,7 @@ def test_from_8_rows_the_program_runs_on_one_thread_or_for_little_work(monkeypat
     alone = model.predict(x)
     set_threads(2)
     few = model.predict(x[:9, :2])
-    monkeypatch.setattr(runtime, "_PROGRAM_MAX_WORK", 9 * 2 * model._workspace().programs[9][0].multiply_adds - 1)
+    monkeypatch.setattr(runtime, "_PROGRAM_MAX_WORK", 9 * 2 * model._workspace().programs[9].multiply_adds - 1)
     split = model.predict(x[:9, :2])
     layers = model.predict(x)
     assert calls == [cpu.STEP_PROGRAM_MAX_BATCH, 9]
@@ -571,3 +573,9 @@ def test_a_stream_of_8_or_more_rows_takes_either_path_step_by_step(monkeypatch, 
         set_threads(1 + t % 2)
         np.testing.assert_array_equal(stream.step(x[:, t]), layers.step(x[:, t]))
     assert len(ran) == STEPS // 2
+
+
+def test_a_restart_names_a_state_the_program_holds():
+    program = cpu.StepProgram(2, 5)
+    with pytest.raises(ValueError, match="no op holds"):
+        program.restart_from(np.zeros((2, 6), np.float32), None)

@@ -684,7 +684,7 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 # outputs are bit-identical to theirs.
 
 (_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_MASKING, _OP_COMBINE_MASKS,
- _OP_CAUSAL_CONV, _OP_RECURRENT) = range(10)
+ _OP_CAUSAL_CONV, _OP_RECURRENT, _OP_RESTART) = range(11)
 _OP_FIELDS = 37
 MERGE_CONCATENATE = 3  # beside the elementwise MERGE_* codes
 STEP_PROGRAM_MAX_MERGE = (_OP_FIELDS - 6) // 2  # inputs of a merge op: (index, width) pairs after 6 fields
@@ -854,6 +854,13 @@ def _run_program(program, addresses, batch, first, end):
                     _merge_in(flat, _vector(addresses, p[6 + 2 * k], batch * p[3]), code)
                 if code == MERGE_AVERAGE:
                     flat /= count
+        elif op == _OP_RESTART:  # floats, their initial values (-1: zeros)
+            state = _vector(addresses, dst, p[3])
+            if p[4] < 0:
+                for j in range(p[3]):
+                    state[j] = 0.0
+            else:
+                _copy(state, _vector(addresses, p[4], p[3]))
         else:  # recurrent: float32 (packed) or int8 matrices, each combination its own call
             inputs, units, width = p[4], p[5], p[6]
             if p[23] < 0 and p[25] < 0:
@@ -881,7 +888,7 @@ def _step_floats(program, addresses, x):
     step = _matrix(addresses, 0, batch, width)
     for i in range(batch):
         _copy(step[i], x[i])
-    _run_program(program, addresses, batch, 1, program.shape[0])
+    _run_program(program, addresses, batch, 1, program[0, 6])
     return -1
 
 
@@ -894,7 +901,7 @@ def _step_ids(program, addresses, ids):
         if ids[i] < 0 or ids[i] >= limit:
             return i
     numba.carray(_pointer(addresses[0]), batch, np.int64)[:] = ids
-    _run_program(program, addresses, batch, 1, program.shape[0])
+    _run_program(program, addresses, batch, 1, program[0, 6])
     return -1
 
 
@@ -913,7 +920,7 @@ def _after_step(program, addresses, out, every, t, steps):
     if every:
         _emit(program, addresses, out, t)
     if t == steps - 1:
-        _run_program(program, addresses, out.shape[0], program[0, 5], program.shape[0])
+        _run_program(program, addresses, out.shape[0], program[0, 5], program[0, 6])
         if not every:
             _emit(program, addresses, out, 0)
 
@@ -921,11 +928,13 @@ def _after_step(program, addresses, out, every, t, steps):
 @njit(**_jit)
 def _sequence_floats(program, addresses, x, out, every):
     """`_step_floats` for every step of x [batch, T, width] in turn, the outputs into `out`
-    (`_after_step`), except that deferred ops run only after the last step."""
+    (`_after_step`), except that deferred ops run only after the last step; the restart rows
+    first."""
     program, addresses, x, out = _borrowed(program), _borrowed(addresses), _borrowed(x), _borrowed(out)
     batch, width, steps = program[0, 0], program[0, 1], x.shape[1]
     if x.shape[0] != batch or x.shape[2] != width:
         return _WRONG_SHAPE
+    _run_program(program, addresses, batch, program[0, 6], program.shape[0])
     step = _matrix(addresses, 0, batch, width)
     for t in range(steps):
         for i in range(batch):
@@ -947,6 +956,7 @@ def _sequence_ids(program, addresses, ids, out, every):
         for t in range(steps):
             if ids[i, t] < 0 or ids[i, t] >= limit:
                 return i * steps + t
+    _run_program(program, addresses, batch, program[0, 6], program.shape[0])
     step = numba.carray(_pointer(addresses[0]), batch, np.int64)
     for t in range(steps):
         for i in range(batch):
@@ -998,7 +1008,7 @@ class StepProgram:
         self.batch = batch
         self._arrays = []
         self._rows = [_row([batch, input_width, id_limit])]  # the header
-        self._deferred_rows = []
+        self._deferred_rows, self._restart_rows = [], []
         self.deferred = False
         self._step, self._sequence = (_step_floats, _sequence_floats) if input_width else (_step_ids, _sequence_ids)
         self.input = self._hold(np.zeros((batch, input_width), np.float32) if input_width
@@ -1116,6 +1126,16 @@ class StepProgram:
                          self._fixed(window, (self.batch, kept, inputs), "a conv window"),
                          self._hold(np.zeros((self.batch, kept + 1, inputs), np.float32)))
 
+    def restart_from(self, state: np.ndarray, initial: np.ndarray | None) -> None:
+        """Have `run_sequence` set the state array `state` (one the ops hold) to `initial`
+        (broadcast to its shape; None: zeros) before its first step."""
+        index = next((i for i, held in enumerate(self._arrays) if held is state), None)
+        if index is None:
+            raise ValueError("a restart names a state array that no op holds")
+        start = -1 if initial is None else self._hold(
+            np.ascontiguousarray(np.broadcast_to(np.asarray(initial, np.float32), state.shape)))
+        self._restart_rows.append(_row([_OP_RESTART, index, 0, state.size, start]))
+
     def combine_masks(self, masks: list[int], all_of: bool) -> int:
         """A mask: the AND (all_of) or the OR of `masks`."""
         for mask in masks:
@@ -1182,9 +1202,10 @@ class StepProgram:
 
     def finish(self, output: int) -> None:
         """Fix the table; `output` is the op whose values `run` leaves in `self.output`."""
-        # the header: where `_emit` reads, and the first deferred row
-        self._rows[0][3:6] = output, self._arrays[output].shape[1], len(self._rows)
-        self._table = np.array(self._rows + self._deferred_rows, np.int64)
+        # the header: where `_emit` reads, the first deferred row and the first restart row
+        self._rows[0][3:7] = (output, self._arrays[output].shape[1], len(self._rows),
+                              len(self._rows) + len(self._deferred_rows))
+        self._table = np.array(self._rows + self._deferred_rows + self._restart_rows, np.int64)
         self._splitting_rows = np.flatnonzero((self._table[:, 0] == _OP_RECURRENT) & (self._table[:, 35] != 0))
         self.splits_columns = self._splitting_rows.size > 0
         self._addresses = np.array([a.ctypes.data for a in self._arrays], np.int64)
@@ -1213,7 +1234,7 @@ class StepProgram:
 
     def run_sequence(self, x: np.ndarray, every_step: bool) -> tuple[np.ndarray, int]:
         """Whole sequences x [batch, T, features] float32 (or [batch, T] int64 ids) stepped through
-        in one call, from the states as they are: (the output of every step [batch, T, width] or
+        in one call, from the states `restart_from` set (others as they are): (the output of every step [batch, T, width] or
         of the last [batch, width], -1), or (nothing, the flat index of the first token id out of
         range: then nothing ran)."""
         step_shape = self._arrays[0].shape
