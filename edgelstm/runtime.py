@@ -605,11 +605,12 @@ def _not_streamable(graph: Graph) -> str | None:
 
 
 def _program_pays(program: cpu.StepProgram, steps: int) -> bool:
-    """Whether `steps` steps of the program's batch run faster through it, on the calling thread,
-    than layer by layer. Under 8 rows they always do. From 8 rows the layer path splits the rows
-    over numba's threads, which pays once the products' work outweighs its Python and thread
-    launches per layer (bench/RESULTS.md, "Batches 8 to 64 in one call")."""
-    if program.batch < cpu.ROW_SPLIT_MIN:
+    """Whether `steps` steps of the program's batch run faster through it than layer by layer.
+    Under 8 rows they always do. From 8 rows the layer path splits the rows over numba's threads,
+    which pays once the products' work outweighs its Python and thread launches per layer, unless
+    the program splits its products by columns itself (a matrix larger than a core's L2: each
+    thread then keeps its share in cache; bench/RESULTS.md, "Batches 8 to 64 in one call")."""
+    if program.batch < cpu.ROW_SPLIT_MIN or program.splits_columns:
         return True
     return numba.get_num_threads() == 1 or program.batch * steps * program.multiply_adds <= _PROGRAM_MAX_WORK
 

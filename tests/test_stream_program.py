@@ -13,6 +13,7 @@ from edgelstm import runtime
 from edgelstm.errors import InputError, ShapeError
 from edgelstm.ir import Graph, Layer
 from edgelstm.kernels import cpu
+from edgelstm.kernels.packed import PackedMatrix
 from edgelstm.kernels.quantized import QuantizedMatrix
 from edgelstm.passes.quantize import quantize
 from edgelstm.runtime import _Workspace
@@ -489,34 +490,49 @@ def test_a_whole_sequence_of_another_shape_is_refused_by_the_program():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
-@pytest.mark.parametrize("kind, reset_after", [("lstm", False), ("gru", True), ("gru", False)])
-def test_products_split_over_threads_change_no_output(kind, reset_after, set_threads):
-    """A large matrix (300 units: over 1 MiB, partial panels) at batch 1 splits its columns over the
-    threads: the same outputs as one thread, whole sequences (stepped and layer by layer), streams."""
-    graph = recurrent_graph(kind, units=300, features=5, steps=None)
+@pytest.mark.parametrize("kind, reset_after, batch, units", [("lstm", False, 1, 300), ("gru", True, 1, 300),
+                                                           ("gru", False, 1, 300), ("lstm", False, 9, 400)])
+def test_products_split_over_threads_change_no_output(kind, reset_after, batch, units, set_threads):
+    """A large matrix at batch 1 (300 units: over 1 MiB, partial panels), or from 8 rows in the
+    program (400 units: over 2 MiB), splits its columns over the threads: the same outputs as one
+    thread, whole sequences (stepped, and at batch 1 layer by layer), streams."""
+    graph = recurrent_graph(kind, units=units, features=5, steps=None)
     if kind == "gru":
         graph.layers[1].attrs["reset_after"] = reset_after
     model = edgelstm.Model(graph, "cpu")
-    short, long = (np.random.default_rng(steps).normal(0, 1, (1, steps, 5)).astype(np.float32)
+    short, long = (np.random.default_rng(steps).normal(0, 1, (batch, steps, 5)).astype(np.float32)
                    for steps in (7, runtime._STEPPED_MAX_STEPS + 3))
 
     def outputs():
-        stream = model.stream()
-        return [model.predict(short), model.predict(long), np.stack([stream.step(short[:, t]) for t in range(7)])]
+        stream = model.stream(batch)
+        # from 8 rows the layer path splits rows instead, its blocks' Dense rounding by block size
+        whole = [model.predict(short)] + ([model.predict(long)] if batch == 1 else [])
+        return whole + [np.stack([stream.step(short[:, t]) for t in range(7)])]
 
-    weights = model._host_weights[0]
+    matrices = [model._host_weights[0][name] for name in ("kernel", "recurrent_kernel")]
     set_threads(1)
-    assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1) == (0, 1)
+    assert cpu.column_split(matrices, batch) == (0, 1)
     alone = outputs()
     set_threads(2)
-    stream = model.stream()
+    stream = model.stream(batch)
     assert stream._program.splits_columns
-    assert cpu.column_split([weights["kernel"], weights["recurrent_kernel"]], 1)[1] == 2  # the layer path
+    assert cpu.column_split(matrices, batch)[1] == 2  # what a call of all the rows takes
     split = outputs()
     stream.step(short[:, 0])
     assert np.all(stream._program._table[stream._program._splitting_rows, 36] == 2)  # and the stream's
     for got, want in zip(split, alone):
         np.testing.assert_array_equal(got, want)
+
+
+def test_columns_split_from_8_rows_only_for_matrices_past_2_mib_and_up_to_16_rows():
+    one_mib, two_mib = np.zeros((256, 1024), np.float32), PackedMatrix.from_matrix(np.zeros((512, 1024), np.float32))
+    assert cpu.split_address([one_mib], 7) != 0
+    assert cpu.split_address([one_mib[:, :-1]], 7) == 0
+    assert cpu.split_address([one_mib], 8) == 0
+    assert cpu.split_address([one_mib, two_mib], 16) != 0
+    assert cpu.split_address([two_mib], 17) == 0
+    assert cpu.split_address([QuantizedMatrix.from_values(np.zeros((1024, 1024), np.int8),
+                                                          np.ones(1024, np.float32))], 1) == 0
 
 
 def test_a_program_counts_the_multiply_adds_of_a_step():

@@ -311,13 +311,22 @@ def _product_by_type(z, a, w, scratch, j0, j1, backwards):
 # then split by columns instead, over the caller's numba threads. Each thread keeps its share of
 # the panels, which stays in its own core's cache from step to step: LSTM(512)'s 4 MiB recurrent
 # product at batch 1 89 -> 22 us on 2 cores (Intel Xeon, 2 MiB L2 each). A launch costs about
-# 4 us, more than a whole step at hidden 128.
+# 4 us, more than a whole step at hidden 128. Batches of 8 to 16 stepped in one call (`StepProgram`)
+# split only matrices of 2 MiB or more: one that fits a core's L2 gains less from the split than
+# from splitting rows layer by layer (bench/RESULTS.md, "Batches 8 to 64 in one call").
 #
 # The time loops reach the parallel code through its address, passed in at run time with the
 # thread count (`column_split`): a compiled function that calls parallel code directly, or reads
 # numba's thread count, cannot be cached, and every kernel that steps a cell would then compile
 # again in each process.
-_SPLIT_MIN_BYTES = 1 << 20
+_SPLIT_MIN_BYTES, _SPLIT_MIN_BYTES_MANY_ROWS, _SPLIT_MAX_ROWS = 1 << 20, 2 << 20, 16
+
+
+@njit(**_jit)
+def _splits(rows, matrix_bytes):
+    """Whether a product of `rows` rows by a float32 matrix of `matrix_bytes` splits by columns."""
+    return rows <= _SPLIT_MAX_ROWS and matrix_bytes >= (_SPLIT_MIN_BYTES if rows < _BLAS_ROWS
+                                                        else _SPLIT_MIN_BYTES_MANY_ROWS)
 _p32 = types.CPointer(types.float32)
 
 
@@ -347,10 +356,8 @@ def _split_packed_product():
 
 def split_address(matrices: list, rows: int) -> int:
     """The address of the parallel product (`_split_packed_product`) when one of `matrices` is a
-    float32 matrix large enough to split by columns and `rows` are few; else 0."""
-    large = [w.shape[0] * w.shape[1] * 4 >= _SPLIT_MIN_BYTES
-             for w in matrices if isinstance(w, (np.ndarray, PackedMatrix))]
-    if rows < _BLAS_ROWS and any(large):
+    float32 matrix that `rows` rows multiply split by columns (`_splits`); else 0."""
+    if any(_splits(rows, w.shape[0] * w.shape[1] * 4) for w in matrices if isinstance(w, (np.ndarray, PackedMatrix))):
         return _split_packed_product().address
     return 0
 
@@ -401,7 +408,7 @@ def _step_product_by_type(z, a, w, scratch, j0, j1, backwards, split):
 
     def product(z, a, w, scratch, j0, j1, backwards, split):
         address, parts = split
-        if (address != 0 and parts > 1 and a.shape[0] < _BLAS_ROWS and w.matrix.size * 4 >= _SPLIT_MIN_BYTES
+        if (address != 0 and parts > 1 and _splits(a.shape[0], w.matrix.size * 4)
                 and a.strides[1] == 4 and z.strides[1] == 4):
             _call_split(address, z, a, w, j0, j1, backwards, parts)
         else:
