@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import math
 import threading
 from typing import Callable
 
@@ -437,6 +438,12 @@ class Model:
         self._id_limit = min(tables) if tables else None
         self._input_dtype = np.dtype(graph.input.attrs["dtype"])
         self._steps_through = kernels is cpu and _not_streamable(graph) is None  # see `_sequence_program`
+        if self._host_weights is not None:  # what `_program_pays` weighs: a step's multiply-adds per
+            # sequence (deferred layers counted as if they ran every step), and the matrices that may split
+            self._multiply_adds = sum(math.prod(w[name].shape) for w in weights
+                                      for name in ("kernel", "recurrent_kernel") if name in w)
+            self._split_matrices = [w[name] for layer, w in zip(graph.layers[1:], weights)
+                                    if layer.kind in RECURRENT_KINDS for name in ("kernel", "recurrent_kernel")]
         self._every_step = len(self.output_shape) == 2  # the output keeps the time axis
         # `prepare_input`'s quick accept: a float32 model's sequences [batch, steps, *features] whose
         # feature dims are all fixed (their shape, and the number of steps if fixed too)
@@ -555,12 +562,12 @@ class Model:
         splitting rows over threads pays more (`_program_pays`). At batch 1 the layer path's Python
         and numba calls cost 12 us more per sequence, while a step through the program costs about
         0.1 us more (bench/RESULTS.md, "Batch 1"). Made once per batch size and thread."""
-        if not self._steps_through or batch > cpu.STEP_PROGRAM_MAX_BATCH or steps > _STEPPED_MAX_STEPS:
+        if (not self._steps_through or batch > cpu.STEP_PROGRAM_MAX_BATCH or steps > _STEPPED_MAX_STEPS
+                or not _program_pays(self, batch, steps)):
             return None
         if batch not in ws.programs:  # with states of its own: the layer path reallocates its per batch
             ws.programs[batch] = _step_program(self, _Workspace(cpu, streaming=True), batch, whole_sequences=True)
-        program = ws.programs[batch]
-        return program if program is not None and _program_pays(program, steps) else None
+        return ws.programs[batch]
 
     def _run_steps(self, program: cpu.StepProgram, x: np.ndarray) -> np.ndarray:
         if program.splits_columns and program.threads_now() > 1:
@@ -604,15 +611,17 @@ def _not_streamable(graph: Graph) -> str | None:
     return None
 
 
-def _program_pays(program: cpu.StepProgram, steps: int) -> bool:
-    """Whether `steps` steps of the program's batch run faster through it than layer by layer.
-    Under 8 rows they always do. From 8 rows the layer path splits the rows over numba's threads,
-    which pays once the products' work outweighs its Python and thread launches per layer, unless
-    the program splits its products by columns itself (a matrix larger than a core's L2: each
-    thread then keeps its share in cache; bench/RESULTS.md, "Batches 8 to 64 in one call")."""
-    if program.batch < cpu.ROW_SPLIT_MIN or program.splits_columns:
+def _program_pays(model: Model, batch: int, steps: int) -> bool:
+    """Whether `steps` steps of `batch` sequences run faster through the model's `cpu.StepProgram`
+    than layer by layer. Under 8 rows, or on one thread, they do. From 8 rows on several threads
+    the layer path splits the rows over them, which pays once the products' work outweighs its
+    Python and thread launches per layer, unless the program splits its products by columns
+    itself (a matrix larger than a core's L2: each thread then keeps its share in cache;
+    bench/RESULTS.md, "Batches 8 to 64 in one call")."""
+    if batch < cpu.ROW_SPLIT_MIN or numba.get_num_threads() == 1:
         return True
-    return numba.get_num_threads() == 1 or program.batch * steps * program.multiply_adds <= _PROGRAM_MAX_WORK
+    return (batch * steps * model._multiply_adds <= _PROGRAM_MAX_WORK
+            or cpu.split_address(model._split_matrices, batch) != 0)
 
 
 def _step_program(model: Model, ws: _Workspace, batch: int, whole_sequences: bool = False) -> cpu.StepProgram | None:
@@ -724,7 +733,7 @@ class Stream:
                 raise ShapeError(f"stream step input has batch {x.shape[0]}, the stream was opened for {self.batch}")
         if check_finite:
             refuse_non_finite(x)
-        if self._program is None or (self.batch >= cpu.ROW_SPLIT_MIN and not _program_pays(self._program, 1)):
+        if self._program is None or (self.batch >= cpu.ROW_SPLIT_MIN and not _program_pays(self.model, self.batch, 1)):
             return self.model._run(x[:, None], self._ws)[:, 0]
         if self._program.splits_columns and self._program.threads_now() > 1:
             with _parallel_guard():

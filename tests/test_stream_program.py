@@ -273,9 +273,8 @@ BATCHES = [1, cpu.ROW_SPLIT_MIN - 1, cpu.ROW_SPLIT_MIN + 1]  # one row; four-row
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", GRAPHS)
 def test_one_call_step_is_bit_identical_to_the_layer_path(name, batch, set_threads):
-    # on one thread: on more the layer path splits rows into blocks, and a block of under 8 rows
-    # takes our loops where a larger one takes sgemm (rounding apart); the program runs on one
-    set_threads(1)
+    if batch >= cpu.ROW_SPLIT_MIN:  # on more threads the layer path splits these rows into blocks, and
+        set_threads(1)  # a block of under 8 takes our loops where 8 or more take sgemm (rounding apart)
     model = edgelstm.Model(GRAPHS[name](), "cpu")
     x = _inputs(model, batch)
     program, layers = model.stream(batch), model.stream(batch)
@@ -434,17 +433,32 @@ def _layer_by_layer(model: edgelstm.Model, x: np.ndarray) -> np.ndarray:
     return model._run(model.prepare_input(x), ws)
 
 
+def _counting_sequence_calls(monkeypatch) -> list:
+    """The batches `StepProgram.run_sequence` is called with, from now on."""
+    calls, run_sequence = [], cpu.StepProgram.run_sequence
+
+    def counted(program, x, every_step):
+        calls.append(program.batch)
+        return run_sequence(program, x, every_step)
+    monkeypatch.setattr(cpu.StepProgram, "run_sequence", counted)
+    return calls
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", GRAPHS)
-def test_predict_steps_whole_sequences_through_the_program_as_the_layers_do(name, batch):
+def test_predict_steps_whole_sequences_through_the_program_as_the_layers_do(name, batch, monkeypatch, set_threads):
     """Small batches of a model that streams run as one program call per sequence (layers that see
-    only the sequence's end deferred to after its last step), giving what the layers give."""
+    only the sequence's end deferred to after its last step), giving what the layers give; from 8
+    rows on one thread (on more, only while the work is small)."""
+    if batch >= cpu.ROW_SPLIT_MIN:
+        set_threads(1)
     model = edgelstm.Model(GRAPHS[name](), "cpu")
     x = _inputs(model, batch)
     if model.input_shape[0] is not None:
         x = x[:, :model.input_shape[0]]
+    calls = _counting_sequence_calls(monkeypatch)
     got = model.predict(x)
-    assert model._workspace().programs[batch] is not None
+    assert calls == [batch]
     np.testing.assert_allclose(got, _layer_by_layer(model, x), atol=1e-6, rtol=0)
     np.testing.assert_array_equal(model.predict(x), got)  # the states start again from their initial values
 
@@ -535,24 +549,12 @@ def test_columns_split_from_8_rows_only_for_matrices_past_2_mib_and_up_to_16_row
                                                           np.ones(1024, np.float32))], 1) == 0
 
 
-def test_a_program_counts_the_multiply_adds_of_a_step():
+def test_a_model_counts_the_multiply_adds_of_a_step():
     model = edgelstm.Model(GRAPHS["causal_conv"](), "cpu")
-    program = model.stream(9)._program
     conv, cell = (layer.weights for layer in model.graph.layers if layer.weights)
-    assert program.multiply_adds == conv["kernel"].size + cell["kernel"].size + cell["recurrent_kernel"].size
-    program = edgelstm.Model(GRAPHS["wide_gru"](), "cpu").stream(1)._program
-    assert program.multiply_adds == (5 + 40) * 120 + 40 * 3
-
-
-def _counting_sequence_calls(monkeypatch) -> list:
-    """The batches `StepProgram.run_sequence` is called with, from now on."""
-    calls, run_sequence = [], cpu.StepProgram.run_sequence
-
-    def counted(program, x, every_step):
-        calls.append(program.batch)
-        return run_sequence(program, x, every_step)
-    monkeypatch.setattr(cpu.StepProgram, "run_sequence", counted)
-    return calls
+    assert model._multiply_adds == conv["kernel"].size + cell["kernel"].size + cell["recurrent_kernel"].size
+    assert edgelstm.Model(GRAPHS["wide_gru"](), "cpu")._multiply_adds == (5 + 40) * 120 + 40 * 3
+    assert edgelstm.Model(GRAPHS["int8_lstm_int8_input"](), "cpu")._multiply_adds == (65 + 70) * 280 + 70 * 3
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
@@ -567,7 +569,7 @@ def test_from_8_rows_the_program_runs_on_one_thread_or_for_little_work(monkeypat
     alone = model.predict(x)
     set_threads(2)
     few = model.predict(x[:9, :2])
-    monkeypatch.setattr(runtime, "_PROGRAM_MAX_WORK", 9 * 2 * model._workspace().programs[9].multiply_adds - 1)
+    monkeypatch.setattr(runtime, "_PROGRAM_MAX_WORK", 9 * 2 * model._multiply_adds - 1)
     split = model.predict(x[:9, :2])
     layers = model.predict(x)
     assert calls == [cpu.STEP_PROGRAM_MAX_BATCH, 9]

@@ -2,8 +2,9 @@
 
 Every kernel runs its batch rows in parallel (`prange`), writes into the preallocated `out`
 and allocates nothing inside its time loop; under 8 rows a cell's products by a large matrix are
-split by columns instead (`_step_product`). `StepProgram` (at the end) runs a stream's whole step
-for a few sequences in one call, through the same helpers. `cache=True` keeps compiled code on disk so a
+split by columns instead (`_step_product`). `StepProgram` (at the end) runs a model's whole step
+for up to 64 sequences in one call, through the same helpers (its products by a large matrix
+split by columns up to 16 rows). `cache=True` keeps compiled code on disk so a
 second process starts fast; ``error_model="numpy"`` drops the division checks that block
 vectorisation.
 """
@@ -324,9 +325,11 @@ _SPLIT_MIN_BYTES, _SPLIT_MIN_BYTES_MANY_ROWS, _SPLIT_MAX_ROWS = 1 << 20, 2 << 20
 
 @njit(**_jit)
 def _splits(rows, matrix_bytes):
-    """Whether a product of `rows` rows by a float32 matrix of `matrix_bytes` splits by columns."""
-    return rows <= _SPLIT_MAX_ROWS and matrix_bytes >= (_SPLIT_MIN_BYTES if rows < _BLAS_ROWS
-                                                        else _SPLIT_MIN_BYTES_MANY_ROWS)
+    """Whether a product of `rows` rows by a float32 matrix of `matrix_bytes` splits by columns:
+    from 8 rows only where its panels serve them (with AVX-512; elsewhere sgemm takes them)."""
+    if rows < _BLAS_ROWS:
+        return matrix_bytes >= _SPLIT_MIN_BYTES
+    return rows <= _SPLIT_MAX_ROWS and rows < _PACKED_MAX_ROWS and matrix_bytes >= _SPLIT_MIN_BYTES_MANY_ROWS
 _p32 = types.CPointer(types.float32)
 
 
@@ -688,7 +691,8 @@ def rnn(x, mask, kernel, recurrent_kernel, bias, act, go_backwards, return_seque
 # Python per layer; bench/RESULTS.md, "Streaming"), so `StepProgram` lists the layers as rows of an
 # int64 table and their arrays by address, and `StepProgram.run` runs the whole table in one call of
 # three arguments. Every op calls the same helpers as the whole-sequence kernels, so a step's
-# outputs are bit-identical to theirs.
+# outputs are bit-identical to theirs on one thread (on more, from 8 rows, the layer kernels split
+# rows into blocks, and a block of under 8 rows takes our loops where the program's rows take sgemm).
 
 (_OP_DENSE, _OP_ACTIVATION, _OP_EMBEDDING, _OP_BATCH_NORM, _OP_LAYER_NORM, _OP_MERGE, _OP_MASKING, _OP_COMBINE_MASKS,
  _OP_CAUSAL_CONV, _OP_RECURRENT, _OP_RESTART) = range(11)
@@ -1022,7 +1026,6 @@ class StepProgram:
                                 else np.zeros(batch, np.int64))
         self._new_mask()  # index _ALL_ROWS: every row steps, for recurrent layers without a mask
         self._table = self._addresses = self.output = None
-        self.multiply_adds = 0  # a step's, per row: by its products' matrices and convolution taps
         self._calls_sgemm = batch >= _BLAS_ROWS  # `add_product` then calls OpenBLAS, held here at one thread
         # whether a step's products may split over threads (`_step_product`): callers then take
         # the thread count (`threads_now`) and, when over 1, hold numba's threading layer for
@@ -1077,7 +1080,6 @@ class StepProgram:
         """The (data, scale, input scale) fields of a float32 [rows, cols] matrix (scale -1) or a
         QuantizedMatrix of that shape. With `packed_too` a float32 matrix comes as a PackedMatrix
         (packed here if need be), its panels in the third field."""
-        self.multiply_adds += rows * cols
         if isinstance(w, QuantizedMatrix):
             panels = (-(-cols // PANEL), -(-rows // GROUP), GROUP * PANEL)  # as pack_panels makes them
             return (self._fixed(w.panels, panels, "an int8 matrix's panels", np.uint8),
@@ -1126,7 +1128,6 @@ class StepProgram:
         for a single tap)."""
         taps, inputs, outputs = kernel.shape
         kept = dilation * (taps - 1)
-        self.multiply_adds += taps * inputs * outputs
         window = np.zeros((self.batch, 0, inputs), np.float32) if window is None else window
         return self._add(_OP_CAUSAL_CONV, outputs, self._source(src, inputs), inputs, outputs, taps, dilation,
                          self._weights(kernel), self._weights(bias, (outputs,), "a bias"), act,
