@@ -330,6 +330,8 @@ def _splits(rows, matrix_bytes):
     if rows < _BLAS_ROWS:
         return matrix_bytes >= _SPLIT_MIN_BYTES
     return rows <= _SPLIT_MAX_ROWS and rows < _PACKED_MAX_ROWS and matrix_bytes >= _SPLIT_MIN_BYTES_MANY_ROWS
+
+
 _p32 = types.CPointer(types.float32)
 
 
@@ -1242,9 +1244,9 @@ class StepProgram:
 
     def run_sequence(self, x: np.ndarray, every_step: bool) -> tuple[np.ndarray, int]:
         """Whole sequences x [batch, T, features] float32 (or [batch, T] int64 ids) stepped through
-        in one call, from the states `restart_from` set (others as they are): (the output of every step [batch, T, width] or
-        of the last [batch, width], -1), or (nothing, the flat index of the first token id out of
-        range: then nothing ran)."""
+        in one call, from the states `restart_from` set (others as they are): (the output of every
+        step [batch, T, width] or of the last [batch, width], -1), or (nothing, the flat index of
+        the first token id out of range: then nothing ran)."""
         step_shape = self._arrays[0].shape
         if x.ndim != len(step_shape) + 1 or x.shape[1] == 0:
             raise ValueError(f"whole sequences of steps {step_shape} are [batch, steps, ...]; got {x.shape}")
@@ -1252,7 +1254,7 @@ class StepProgram:
         if self._calls_sgemm:
             with blas.single_threaded(True):
                 status = self._sequence(self._table, self._addresses, x, out, every_step)
-        else:  # no `with` at small batches: it costs a tenth of a small model's step
+        else:  # no `with` at small batches: it costs about a tenth of a small model's whole call
             status = self._sequence(self._table, self._addresses, x, out, every_step)
         if status == _WRONG_SHAPE:
             raise ValueError(f"a step takes {step_shape}, got sequences {x.shape}")
