@@ -573,7 +573,7 @@ class Model:
         if program.splits_columns and program.threads_now() > 1:
             with _parallel_guard():
                 out, bad = program.run_sequence(x, self._every_step)
-        else:  # without a `with`: a batch-1 call of a small model costs about 5 us in all
+        else:  # without a `with`: a batch-1 call of a small model costs about 3 us in all
             out, bad = program.run_sequence(x, self._every_step)
         if bad >= 0:  # a token id out of range: nothing ran
             self._check_ids(x)  # names it
